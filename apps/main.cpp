@@ -1,0 +1,88 @@
+// mcm: one executable, one subcommand per stage (a table), each a thin main over run_<stage>.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "apps/cli.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/manifest.hpp"
+#include "data_prep/stages.hpp"
+#include "dist/dist_context.hpp"
+
+namespace {
+using StageFn = int (*)(const mcm::config::Config&, const mcm::dist::DistContext&);
+struct Stage { const char* name; StageFn fn; const char* help; };
+// Note [stage table]: a new stage is one row here plus its run_<stage> file.
+const Stage kStages[] = {
+    {"synth", mcm::stages::run_synth, "write the bundled synthetic WebDataset shards"},
+    {"prep", mcm::stages::run_prep, "decode and encode tar shards into HDF5 latent shards"},
+};
+
+void usage() {
+  std::fprintf(stderr, "usage: mcm <stage> --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run]\n"
+                       "       mcm manifest verify RUN_DIR\n       mcm manifest show RUN_DIR [OUTPUT]\n\nstages:\n");
+  for (auto& s : kStages) std::fprintf(stderr, "  %-10s %s\n", s.name, s.help);
+}
+
+int run_stage(const Stage& st, int argc, char** argv) {
+  mcm::config::Config cfg;
+  try {
+    auto args = mcm::app::parse_stage_args(argc, argv, 2);
+    if (args.help) { usage(); return 0; }
+    std::vector<std::filesystem::path> files(args.configs.begin(), args.configs.end());
+    cfg = mcm::config::load(files, args.sets);
+    if (args.dry_run) {
+      std::cout << cfg.to_toml();
+      return 0;
+    }
+  } catch (const mcm::Error& e) {
+    std::fprintf(stderr, "mcm %s: %s\n", st.name, e.what());
+    return 2;
+  }
+  mcm::dist::DistContext ctx(&argc, &argv);
+  mcm::log::set_rank(ctx.rank(), ctx.world_size());
+  mcm::log::set_level(mcm::log::parse_level(cfg.run.log_level));
+  try {
+    if (ctx.is_root()) mcm::log::info(st.name, ": run ", cfg.run.dir, ", ", ctx.world_size(), " rank(s), config ", cfg.hash());
+    return st.fn(cfg, ctx);
+  } catch (const std::exception& e) {
+    mcm::log::error(st.name, " (rank ", ctx.rank(), "): ", e.what());
+    ctx.abort(1);  // other ranks may wait in a collective: take them down too
+  }
+}
+
+int run_manifest(int argc, char** argv) {
+  if (argc < 4 || (std::strcmp(argv[2], "verify") != 0 && std::strcmp(argv[2], "show") != 0)) {
+    usage();
+    return 2;
+  }
+  try {
+    if (std::strcmp(argv[2], "verify") == 0) {
+      auto problems = mcm::manifest::verify(argv[3]);
+      for (auto& p : problems) std::fprintf(stderr, "manifest verify: %s\n", p.c_str());
+      if (problems.empty()) std::printf("manifest verify %s: OK\n", argv[3]);
+      return problems.empty() ? 0 : 1;
+    }
+    std::cout << mcm::manifest::show(argv[3], argc > 4 ? argv[4] : "");
+    return 0;
+  } catch (const mcm::Error& e) {
+    std::fprintf(stderr, "mcm manifest: %s\n", e.what());
+    return 1;
+  }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "manifest")) return run_manifest(argc, argv);
+  for (auto& s : kStages)
+    if (!std::strcmp(argv[1], s.name)) return run_stage(s, argc, argv);
+  std::fprintf(stderr, "mcm: unknown stage \"%s\"\n", argv[1]);
+  usage();
+  return 2;
+}

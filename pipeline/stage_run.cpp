@@ -1,0 +1,152 @@
+// StageRun implementation and the environment record.
+#include "pipeline/stage_run.hpp"
+
+#include <cstdlib>
+#include <set>
+#include <thread>
+
+#include "core/build_info.hpp"
+#include "core/checksum.hpp"
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "io/ffmpeg_util.hpp"
+#include "io/hdf5_store.hpp"
+#include "models/encoders.hpp"
+
+namespace mcm::stages {
+using manifest::json;
+
+manifest::json environment_versions() {
+  return json{{"mcm", MCM_VERSION},
+              {"compiler", MCM_CXX_COMPILER},
+              {"build_type", MCM_BUILD_TYPE},
+              {"libtorch", models::torch_version()},
+              {"mpi", dist::mpi_version()},
+              {"hdf5", io::hdf5_version()},
+              {"ffmpeg", io::av::version()},
+              {"cuda", dist::cuda_version()},
+              {"nccl", dist::nccl_version()}};
+}
+
+int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx) {
+  if (cfg.run.threads > 0) return static_cast<int>(cfg.run.threads);
+  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  return std::max(1, static_cast<int>(hw) / std::max(1, ctx.local_size()));
+}
+
+void add_counts(json& a, const json& b) {
+  if (!b.is_object()) return;
+  for (auto& [k, v] : b.items()) {
+    if (v.is_object()) {
+      if (!a.contains(k)) a[k] = json::object();
+      add_counts(a[k], v);
+    } else if (v.is_number_integer()) {
+      a[k] = a.value(k, int64_t{0}) + v.get<int64_t>();
+    }
+  }
+}
+
+namespace {
+json slurm_info() {
+  json j = json::object();
+  for (const char* v : {"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST"})
+    if (const char* s = std::getenv(v)) j[v] = s;
+  return j;
+}
+}  // namespace
+
+StageRun::StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
+                   const std::vector<std::string>& hash_parts)
+    : stage_(std::move(stage)), cfg_(cfg), ctx_(ctx), run_dir_(cfg.run.dir), manifest_(cfg.run.dir) {
+  stage_hash_ = cfg.hash(hash_parts);
+  auto hosts_all = ctx.allgather(ctx.hostname());
+  std::set<std::string> hosts(hosts_all.begin(), hosts_all.end());
+  std::string id;
+  if (ctx.is_root()) {
+    fs::make_dirs(run_dir_ / stage_);
+    fs::write_atomic(run_dir_ / stage_ / "config.toml", cfg.to_toml());
+    json header{{"config", cfg.to_json()},
+                {"config_hash", cfg.hash()},
+                {"stage_hash", stage_hash_},
+                {"config_sources", cfg.sources},
+                {"world_size", ctx.world_size()},
+                {"hosts", std::vector<std::string>(hosts.begin(), hosts.end())},
+                {"code_revision", core::code_revision()},
+                {"versions", environment_versions()},
+                {"seeds", {{"run.seed", cfg.run.seed}}},
+                {"slurm", slurm_info()}};
+    id = manifest_.begin_record(stage_, header);
+  }
+  id_ = ctx.broadcast(id);
+  previous_ = manifest::recorded_outputs(manifest_.read(), stage_);
+}
+
+std::optional<json> StageRun::reusable(const std::filesystem::path& output, const std::string& input_checksum) const {
+  std::string rel = std::filesystem::relative(output, run_dir_).string();
+  auto it = previous_.find(rel);
+  if (it == previous_.end()) return std::nullopt;
+  const json& e = it->second;
+  if (e.value("stage_hash", "") != stage_hash_) return std::nullopt;
+  std::string in = e.contains("input") ? e["input"].value("checksum", "") : "";
+  if (in != input_checksum) return std::nullopt;
+  std::error_code ec;
+  auto bytes = std::filesystem::file_size(output, ec);
+  if (ec || bytes != e.value("bytes", uint64_t{0})) return std::nullopt;
+  if (checksum::of_file(output) != e.value("checksum", "")) return std::nullopt;
+  return e;
+}
+
+json StageRun::record_output(const std::filesystem::path& output, json extra) {
+  json entry = manifest::file_entry(run_dir_, output);
+  entry["stage_hash"] = stage_hash_;
+  entry["rank"] = ctx_.rank();
+  entry.update(extra);
+  manifest_.add_output(id_, entry);
+  return entry;
+}
+
+void StageRun::record_reused(json entry) {
+  if (!entry.contains("reused_from")) {
+    for (auto& r : manifest_.read()["records"])
+      for (auto& o : r.value("outputs", json::array()))
+        if (o.value("path", "") == entry.value("path", "") && o.value("checksum", "") == entry.value("checksum", ""))
+          entry["reused_from"] = r.value("id", "");
+  }
+  manifest_.add_output(id_, entry);
+}
+
+bool StageRun::finish(const std::vector<std::string>& my_errors) {
+  std::string joined;
+  for (auto& e : my_errors) joined += e + '\n';
+  auto all = ctx_.allgather(joined);
+  json errors = json::array();
+  for (int r = 0; r < static_cast<int>(all.size()); ++r) {
+    size_t start = 0;
+    for (size_t nl; (nl = all[r].find('\n', start)) != std::string::npos; start = nl + 1)
+      errors.push_back(cat("rank ", r, ": ", all[r].substr(start, nl - start)));
+  }
+  ctx_.barrier();  // every rank's outputs are in the manifest before rank 0 totals them
+  if (ctx_.is_root()) {
+    manifest_.update([&](json& doc) {
+      json* rec = nullptr;
+      for (auto& r : doc["records"]) if (r.value("id", "") == id_) rec = &r;
+      require<DataError>(rec != nullptr, "manifest: record ", id_, " vanished");
+      json counts = json::object(), inputs = json::array();
+      std::set<std::string> seen;
+      for (auto& o : (*rec)["outputs"]) {
+        if (o.contains("counts")) add_counts(counts, o["counts"]);
+        if (o.contains("input") && seen.insert(o["input"].value("path", "")).second) inputs.push_back(o["input"]);
+      }
+      (*rec)["counts"] = counts;
+      (*rec)["inputs"] = inputs;
+      (*rec)["status"] = errors.empty() ? "complete" : "failed";
+      if (!errors.empty()) (*rec)["errors"] = errors;
+      (*rec)["ended"] = manifest::now_iso();
+    });
+  }
+  ctx_.barrier();
+  return errors.empty();
+}
+
+}  // namespace mcm::stages

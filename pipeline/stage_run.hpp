@@ -1,0 +1,56 @@
+// StageRun: one stage execution as seen by the manifest. Rank 0 opens the record; every rank
+// records its outputs as they are committed; finish() closes it collectively. Outputs whose
+// earlier record matches (same stage hash, same input checksum, file unchanged) are reused.
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/manifest.hpp"
+#include "dist/dist_context.hpp"
+
+namespace mcm::stages {
+
+class StageRun {
+ public:
+  /// Collective. `hash_parts` are the config sections/keys that determine this stage's outputs.
+  StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
+           const std::vector<std::string>& hash_parts);
+
+  const std::string& id() const { return id_; }
+  const std::string& stage_hash() const { return stage_hash_; }
+  const std::filesystem::path& run_dir() const { return run_dir_; }
+  manifest::Manifest& manifest() { return manifest_; }
+
+  /// An earlier entry for `output` that can be reused as is: same stage hash, same input
+  /// checksum ("" when the output has no input), and the file on disk still matches.
+  std::optional<manifest::json> reusable(const std::filesystem::path& output, const std::string& input_checksum) const;
+  /// Records a committed output: file_entry(output) merged with `extra` (counts, input...).
+  manifest::json record_output(const std::filesystem::path& output, manifest::json extra);
+  /// Records a reused entry under this run (marked "reused_from").
+  void record_reused(manifest::json entry);
+
+  /// Collective. Sums the "counts" of every output entry of this record, gathers errors from
+  /// all ranks, sets status "complete" (no errors) or "failed". Returns true if complete.
+  bool finish(const std::vector<std::string>& my_errors);
+
+ private:
+  std::string stage_;
+  const config::Config& cfg_;
+  const dist::DistContext& ctx_;
+  std::filesystem::path run_dir_;
+  manifest::Manifest manifest_;
+  std::string id_, stage_hash_;
+  std::map<std::string, manifest::json> previous_;
+};
+
+/// Versions of every library this binary uses, for the manifest.
+manifest::json environment_versions();
+/// Threads for torch and decoders: run.threads, or cores / ranks on this node.
+int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx);
+/// Sums numeric leaves of b into a (objects recursively); used for counts.
+void add_counts(manifest::json& a, const manifest::json& b);
+
+}  // namespace mcm::stages

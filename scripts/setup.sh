@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything mcm needs on Debian 12 (apt packages, a venv with the pinned torch wheel
+# that provides LibTorch), then configures and builds. Idempotent; quiet when all is present.
+#   MCM_SKIP_BUILD=1  only install          MCM_BUILD_TYPE=Debug|Release (default Release)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TORCH_VERSION=2.11.0
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libtomlplusplus-dev nlohmann-json3-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
+  libopenblas0-pthread python3-venv
+)
+PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av)
+
+log() { echo "[setup] $*"; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "venv: creating $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" - "$TORCH_VERSION" "${PY_PACKAGES[@]:1}" <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+want = sys.argv[1]
+assert m.version("torch").split("+")[0] == want
+for p in sys.argv[2:]:
+    m.version(p)
+PY
+then
+  log "pip: installing ${PY_PACKAGES[*]}"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+[ "${MCM_SKIP_BUILD:-0}" = 1 ] && exit 0
+
+TORCH_PREFIX="$("$VENV/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+BUILD_TYPE="${MCM_BUILD_TYPE:-Release}"
+if [ ! -f build/build.ninja ] || [ "$(cat build/.mcm_build_type 2>/dev/null)" != "$BUILD_TYPE" ]; then
+  log "cmake: configuring build/ ($BUILD_TYPE)"
+  mkdir -p build
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPython3_EXECUTABLE="$VENV/bin/python" >build/.configure.log 2>&1 \
+    || { cat build/.configure.log; exit 1; }
+  echo "$BUILD_TYPE" > build/.mcm_build_type
+fi
+log "build: cmake --build build -j2"
+if ! cmake --build build -j2 >build/.build.log 2>&1; then
+  grep -vE '^\[[0-9]+/[0-9]+\] ' build/.build.log | tail -80
+  log "build FAILED (full log: build/.build.log)"
+  exit 1
+fi

@@ -1,0 +1,297 @@
+// Config binding: every field is listed once in visit(); readers and writers walk that list.
+#include "core/config.hpp"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "core/checksum.hpp"
+#include "core/error.hpp"
+
+namespace mcm::config {
+namespace {
+
+// Note [one field list]: visit() is the only place that names config keys. Loading, printing,
+// hashing and the unknown-key check all walk it, so a new field is one line here.
+template <class V>
+void visit(Config& c, V&& v) {
+  v("run.dir", c.run.dir);
+  v("run.seed", c.run.seed);
+  v("run.threads", c.run.threads);
+  v("run.log_level", c.run.log_level);
+
+  v("synth.videos", c.synth.videos);
+  v("synth.video_shards", c.synth.video_shards);
+  v("synth.images", c.synth.images);
+  v("synth.image_shards", c.synth.image_shards);
+  v("synth.width", c.synth.width);
+  v("synth.height", c.synth.height);
+  v("synth.frames", c.synth.frames);
+  v("synth.fps", c.synth.fps);
+  v("synth.video_crf", c.synth.video_crf);
+  v("synth.blur", c.synth.blur);
+  v("synth.noise", c.synth.noise);
+  v("synth.watermark", c.synth.watermark);
+  v("synth.image_size", c.synth.image_size);
+  v("synth.image_qscale", c.synth.image_qscale);
+  v("synth.broken", c.synth.broken);
+
+  v("prep.videos", c.prep.videos);
+  v("prep.images", c.prep.images);
+  v("prep.encode_images", c.prep.encode_images);
+  v("prep.frames", c.prep.frames);
+  v("prep.stride", c.prep.stride);
+  v("prep.resolution", c.prep.resolution);
+  v("prep.crop", c.prep.crop);
+  v("prep.crop_scale_min", c.prep.crop_scale_min);
+  v("prep.image_crop_scale_min", c.prep.image_crop_scale_min);
+  v("prep.encode_batch", c.prep.encode_batch);
+
+  v("models.autoencoder.kind", c.models.autoencoder.kind);
+  v("models.autoencoder.factor", c.models.autoencoder.factor);
+  v("models.autoencoder.scaling_factor", c.models.autoencoder.scaling_factor);
+  v("models.text_encoder.kind", c.models.text_encoder.kind);
+  v("models.text_encoder.vocab", c.models.text_encoder.vocab);
+  v("models.text_encoder.max_length", c.models.text_encoder.max_length);
+  v("models.text_encoder.dim", c.models.text_encoder.dim);
+  v("models.text_encoder.seed", c.models.text_encoder.seed);
+}
+
+std::string where(const toml::node& n, const std::string& key) {
+  const auto& src = n.source();
+  std::ostringstream os;
+  if (src.path) os << *src.path;
+  else os << "<config>";
+  if (src.begin.line > 0) os << ":" << src.begin.line << ":" << src.begin.column;
+  os << ": key \"" << key << "\"";
+  return os.str();
+}
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::array: return "array";
+    case toml::node_type::table: return "table";
+    default: return "date/time";
+  }
+}
+
+// Reads values from a merged TOML table into the struct, type-checking each one.
+struct Reader {
+  const toml::table& root;
+  std::set<std::string> known;
+
+  const toml::node* find(const std::string& key) {
+    known.insert(key);
+    return root.at_path(key).node();
+  }
+  [[noreturn]] void bad(const toml::node& n, const std::string& key, const char* want) {
+    throw ConfigError(cat(where(n, key), ": expected ", want, ", got ", type_name(n.type())));
+  }
+  void operator()(const std::string& key, std::string& out) {
+    if (auto* n = find(key)) {
+      if (!n->is_string()) bad(*n, key, "string");
+      out = n->as_string()->get();
+    }
+  }
+  void operator()(const std::string& key, int64_t& out) {
+    if (auto* n = find(key)) {
+      if (!n->is_integer()) bad(*n, key, "integer");
+      out = n->as_integer()->get();
+    }
+  }
+  void operator()(const std::string& key, double& out) {
+    if (auto* n = find(key)) {
+      if (n->is_integer()) out = static_cast<double>(n->as_integer()->get());
+      else if (n->is_floating_point()) out = n->as_floating_point()->get();
+      else bad(*n, key, "number");
+    }
+  }
+  void operator()(const std::string& key, bool& out) {
+    if (auto* n = find(key)) {
+      if (!n->is_boolean()) bad(*n, key, "boolean");
+      out = n->as_boolean()->get();
+    }
+  }
+  void operator()(const std::string& key, std::vector<std::string>& out) {
+    if (auto* n = find(key)) {
+      if (!n->is_array()) bad(*n, key, "array of strings");
+      out.clear();
+      for (auto& e : *n->as_array()) {
+        if (!e.is_string()) bad(e, key, "array of strings");
+        out.push_back(e.as_string()->get());
+      }
+    }
+  }
+};
+
+struct JsonWriter {
+  nlohmann::json& root;
+  template <class T>
+  void operator()(const std::string& key, const T& value) {
+    nlohmann::json* cur = &root;
+    std::string rest = key;
+    for (size_t dot; (dot = rest.find('.')) != std::string::npos; rest = rest.substr(dot + 1))
+      cur = &(*cur)[rest.substr(0, dot)];
+    (*cur)[rest] = value;
+  }
+};
+
+void collect_leaves(const toml::table& t, const std::string& prefix, std::vector<std::pair<std::string, const toml::node*>>& out) {
+  for (auto& [k, v] : t) {
+    std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (v.is_table()) collect_leaves(*v.as_table(), key, out);
+    else out.emplace_back(key, &v);
+  }
+}
+
+// Deep merge: tables merge key by key, anything else replaces.
+void merge_into(toml::table& dst, const toml::table& src) {
+  for (auto& [k, v] : src) {
+    if (v.is_table()) {
+      auto* existing = dst.get(k);
+      if (existing && existing->is_table()) {
+        merge_into(*existing->as_table(), *v.as_table());
+        continue;
+      }
+    }
+    dst.insert_or_assign(k, v);
+  }
+}
+
+toml::table parse_override(const std::string& spec) {
+  auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(cat("--set \"", spec, "\": expected key=value"));
+  std::string key = spec.substr(0, eq), value = spec.substr(eq + 1);
+  toml::table leaf;
+  // A value that is not valid TOML (a bare path such as runs/x) is taken as a string.
+  try {
+    toml::table t = toml::parse("v = " + value, std::string_view("--set " + spec));
+    leaf.insert("v", *t.get("v"));
+  } catch (const toml::parse_error&) {
+    leaf.insert("v", value);
+  }
+  // Build nested tables along the dotted key.
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string p; std::getline(ss, p, '.');) {
+    if (p.empty()) throw ConfigError(cat("--set \"", spec, "\": empty component in key"));
+    parts.push_back(p);
+  }
+  toml::table root;
+  toml::table* cur = &root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    cur->insert(parts[i], toml::table{});
+    cur = cur->get(parts[i])->as_table();
+  }
+  cur->insert(parts.back(), *leaf.get("v"));
+  return root;
+}
+
+std::string suggestion(const std::string& key, const std::set<std::string>& known) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (auto& k : known) {
+    size_t d = edit_distance(key, k);
+    if (d < best_d) { best_d = d; best = k; }
+  }
+  if (best.empty() || best_d > std::max<size_t>(3, key.size() / 3)) return "";
+  return cat(" (did you mean \"", best, "\"?)");
+}
+
+}  // namespace
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1] ? 1 : 0)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+nlohmann::json Config::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  visit(const_cast<Config&>(*this), JsonWriter{j});
+  return j;
+}
+
+namespace {
+toml::table json_to_toml(const nlohmann::json& j) {
+  toml::table t;
+  for (auto& [k, v] : j.items()) {
+    if (v.is_object()) t.insert(k, json_to_toml(v));
+    else if (v.is_string()) t.insert(k, v.get<std::string>());
+    else if (v.is_boolean()) t.insert(k, v.get<bool>());
+    else if (v.is_number_integer()) t.insert(k, v.get<int64_t>());
+    else if (v.is_number()) t.insert(k, v.get<double>());
+    else if (v.is_array()) {
+      toml::array a;
+      for (auto& e : v) a.push_back(e.get<std::string>());
+      t.insert(k, std::move(a));
+    }
+  }
+  return t;
+}
+}  // namespace
+
+std::string Config::to_toml() const {
+  std::ostringstream os;
+  os << json_to_toml(to_json()) << "\n";
+  return os.str();
+}
+
+std::string Config::hash(const std::vector<std::string>& parts) const {
+  nlohmann::json all = to_json();
+  if (parts.empty()) return checksum::of_bytes(all.dump());
+  nlohmann::json sel = nlohmann::json::object();
+  for (auto& p : parts) {
+    nlohmann::json::json_pointer ptr("/" + [&] { std::string s = p; std::replace(s.begin(), s.end(), '.', '/'); return s; }());
+    sel[p] = all.contains(ptr) ? all.at(ptr) : nlohmann::json();
+  }
+  return checksum::of_bytes(sel.dump());
+}
+
+Config load(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides) {
+  toml::table merged;
+  Config cfg;
+  for (auto& f : files) {
+    if (!std::filesystem::exists(f)) throw ConfigError(cat("config file ", f, ": not found"));
+    try {
+      merge_into(merged, toml::parse_file(f.string()));
+    } catch (const toml::parse_error& e) {
+      const auto& b = e.source().begin;
+      throw ConfigError(cat(f.string(), ":", b.line, ":", b.column, ": TOML syntax error: ", e.description()));
+    }
+    cfg.sources.push_back(f.string());
+  }
+  for (auto& o : overrides) {
+    merge_into(merged, parse_override(o));
+    cfg.sources.push_back("--set " + o);
+  }
+  Reader r{merged, {}};
+  visit(cfg, r);
+
+  // Unknown keys: collect them all, each with its location and the nearest known key.
+  std::vector<std::pair<std::string, const toml::node*>> leaves;
+  collect_leaves(merged, "", leaves);
+  std::string unknown;
+  for (auto& [key, node] : leaves)
+    if (!r.known.count(key)) unknown += cat("\n  ", where(*node, key), ": unknown key", suggestion(key, r.known));
+  if (!unknown.empty()) throw ConfigError(cat("unknown configuration keys:", unknown));
+
+  validate(cfg);
+  return cfg;
+}
+
+}  // namespace mcm::config

@@ -1,0 +1,247 @@
+// HDF5 latent shard writer and reader (serial HDF5, one file per input shard).
+#include "io/hdf5_store.hpp"
+
+#include <cstdio>
+#include <mutex>
+
+#include "core/error.hpp"
+#include "core/fs.hpp"
+
+namespace mcm::io {
+namespace {
+
+void silence_hdf5() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+herr_t walk_cb(unsigned n, const H5E_error2_t* e, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n > 0) *out += "; ";
+  *out += cat(e->func_name ? e->func_name : "?", ": ", e->desc ? e->desc : "?");
+  return 0;
+}
+
+// h5py's float16: an IEEE-like 16-bit float (sign 15, exponent 10..14, mantissa 0..9, bias 15).
+hid_t half_type() {
+  hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+  H5Tset_fields(t, 15, 10, 5, 0, 10);
+  H5Tset_size(t, 2);
+  H5Tset_ebias(t, 15);
+  return t;
+}
+
+hid_t utf8_type() {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+H5Id make_dataset(hid_t file, const char* name, hid_t type, std::vector<hsize_t> per_sample, hsize_t chunk_n,
+                  const std::string& where) {
+  std::vector<hsize_t> dims{0}, maxd{H5S_UNLIMITED}, chunk{chunk_n};
+  for (auto d : per_sample) { dims.push_back(d); maxd.push_back(d); chunk.push_back(d); }
+  H5Id space(h5_check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxd.data()), cat(where, ": dataspace ", name)));
+  H5Id dcpl(h5_check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"));
+  h5_check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), cat(where, ": chunk ", name));
+  return H5Id(h5_check(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                       cat(where, ": create dataset \"", name, "\"")));
+}
+
+// Grows dataset `d` by one sample and writes `data` (type `mem`) into the new row.
+void append_row(hid_t d, hid_t mem, const void* data, hsize_t n, const std::string& where, const char* name) {
+  H5Id fs0(H5Dget_space(d));
+  int rank = H5Sget_simple_extent_ndims(fs0.get());
+  std::vector<hsize_t> dims(rank);
+  H5Sget_simple_extent_dims(fs0.get(), dims.data(), nullptr);
+  dims[0] = n + 1;
+  h5_check(H5Dset_extent(d, dims.data()), cat(where, ": extend \"", name, "\""));
+  H5Id fspace(h5_check(H5Dget_space(d), "H5Dget_space"));
+  std::vector<hsize_t> start(rank, 0), count = dims;
+  start[0] = n;
+  count[0] = 1;
+  h5_check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "select");
+  H5Id mspace(h5_check(H5Screate_simple(rank, count.data(), nullptr), "mem space"));
+  h5_check(H5Dwrite(d, mem, mspace.get(), fspace.get(), H5P_DEFAULT, data), cat(where, ": write \"", name, "\" row ", n));
+}
+
+void write_attr(hid_t obj, const std::string& name, const AttrValue& v, const std::string& where) {
+  H5Id space(h5_check(H5Screate(H5S_SCALAR), "scalar space"));
+  if (auto* i = std::get_if<int64_t>(&v)) {
+    H5Id a(h5_check(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), cat(where, ": attribute ", name)));
+    h5_check(H5Awrite(a.get(), H5T_NATIVE_INT64, i), cat(where, ": write attribute ", name));
+  } else if (auto* d = std::get_if<double>(&v)) {
+    H5Id a(h5_check(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), cat(where, ": attribute ", name)));
+    h5_check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, d), cat(where, ": write attribute ", name));
+  } else {
+    H5Id t(utf8_type());
+    const char* s = std::get<std::string>(v).c_str();
+    H5Id a(h5_check(H5Acreate2(obj, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), cat(where, ": attribute ", name)));
+    h5_check(H5Awrite(a.get(), t.get(), &s), cat(where, ": write attribute ", name));
+  }
+}
+
+}  // namespace
+
+void H5Id::reset() noexcept {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    default: break;
+  }
+  id_ = H5I_INVALID_HID;
+}
+
+hid_t h5_check(hid_t id, const std::string& what) {
+  if (id >= 0) return id;
+  std::string stack;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, &stack);
+  H5Eclear2(H5E_DEFAULT);
+  throw IoError(cat(what, ": ", stack.empty() ? "HDF5 error" : stack));
+}
+
+std::string hdf5_version() {
+  unsigned maj, min, rel;
+  H5get_libversion(&maj, &min, &rel);
+  return cat("HDF5 ", maj, ".", min, ".", rel);
+}
+
+LatentShardWriter::LatentShardWriter(std::filesystem::path path, LatentShardSpec spec)
+    : path_(std::move(path)), spec_(std::move(spec)) {
+  silence_hdf5();
+  tmp_ = path_;
+  tmp_ += ".tmp";
+  std::string where = tmp_.string();
+  file_ = H5Id(h5_check(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), cat("create ", where)));
+  H5Id half(half_type()), str(utf8_type());
+  latents_ = make_dataset(file_.get(), "latents", half.get(), spec_.latent_shape, 1, where);
+  text_ = make_dataset(file_.get(), "text_emb", half.get(), {spec_.text_len, spec_.text_dim}, 1, where);
+  caption_ = make_dataset(file_.get(), "caption", str.get(), {}, 256, where);
+  key_ = make_dataset(file_.get(), "key", str.get(), {}, 256, where);
+  if (spec_.frames) frames_ = make_dataset(file_.get(), "frame_indices", H5T_STD_I64LE, {spec_.frames}, 256, where);
+}
+
+void LatentShardWriter::append(const uint16_t* latent, const uint16_t* text_emb, const std::string& caption,
+                               const std::string& key, const std::vector<int64_t>& frame_indices) {
+  require<IoError>(!finished_, "append to finished shard ", path_);
+  std::string where = tmp_.string();
+  H5Id half(half_type()), str(utf8_type());
+  append_row(latents_.get(), half.get(), latent, n_, where, "latents");
+  append_row(text_.get(), half.get(), text_emb, n_, where, "text_emb");
+  const char* c = caption.c_str();
+  const char* k = key.c_str();
+  append_row(caption_.get(), str.get(), &c, n_, where, "caption");
+  append_row(key_.get(), str.get(), &k, n_, where, "key");
+  if (frames_) {
+    require<IoError>(frame_indices.size() == spec_.frames, where, ": sample ", key, " has ", frame_indices.size(),
+                     " frame indices, expected ", spec_.frames);
+    append_row(frames_.get(), H5T_NATIVE_INT64, frame_indices.data(), n_, where, "frame_indices");
+  }
+  ++n_;
+}
+
+void LatentShardWriter::close_all() noexcept {
+  latents_.reset(); text_.reset(); caption_.reset(); key_.reset(); frames_.reset(); file_.reset();
+}
+
+void LatentShardWriter::finish() {
+  require<IoError>(!finished_, "shard ", path_, ": finish called twice");
+  for (auto& [name, v] : attrs_) write_attr(file_.get(), name, v, tmp_.string());
+  write_attr(file_.get(), "num_samples", static_cast<int64_t>(n_), tmp_.string());
+  h5_check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), cat("flush ", tmp_));
+  close_all();
+  fs::commit_rename(tmp_, path_);
+  finished_ = true;
+}
+
+LatentShardWriter::~LatentShardWriter() {
+  if (finished_) return;
+  close_all();
+  std::remove(tmp_.c_str());
+}
+
+LatentShardReader::LatentShardReader(const std::filesystem::path& path) : path_(path) {
+  silence_hdf5();
+  file_ = H5Id(h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), cat("open ", path)));
+  n_ = latent_shape().empty() ? 0 : [&] {
+    H5Id d(h5_check(H5Dopen2(file_.get(), "latents", H5P_DEFAULT), cat("open dataset \"latents\" in ", path_)));
+    H5Id s(H5Dget_space(d.get()));
+    hsize_t dims[8];
+    H5Sget_simple_extent_dims(s.get(), dims, nullptr);
+    return dims[0];
+  }();
+}
+
+namespace {
+std::vector<hsize_t> row_shape(hid_t file, const char* name, const std::filesystem::path& p) {
+  H5Id d(h5_check(H5Dopen2(file, name, H5P_DEFAULT), cat("open dataset \"", name, "\" in ", p)));
+  H5Id s(H5Dget_space(d.get()));
+  int r = H5Sget_simple_extent_ndims(s.get());
+  std::vector<hsize_t> dims(r);
+  H5Sget_simple_extent_dims(s.get(), dims.data(), nullptr);
+  return std::vector<hsize_t>(dims.begin() + 1, dims.end());
+}
+
+std::vector<uint16_t> read_row(hid_t file, const char* name, hsize_t i, const std::filesystem::path& p) {
+  H5Id d(h5_check(H5Dopen2(file, name, H5P_DEFAULT), cat("open dataset \"", name, "\" in ", p)));
+  H5Id fs(H5Dget_space(d.get()));
+  int r = H5Sget_simple_extent_ndims(fs.get());
+  std::vector<hsize_t> dims(r), start(r, 0);
+  H5Sget_simple_extent_dims(fs.get(), dims.data(), nullptr);
+  require<IoError>(i < dims[0], "read \"", name, "\" row ", i, " of ", dims[0], " in ", p);
+  start[0] = i;
+  dims[0] = 1;
+  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "select");
+  H5Id ms(H5Screate_simple(r, dims.data(), nullptr));
+  size_t count = 1;
+  for (auto x : dims) count *= x;
+  std::vector<uint16_t> out(count);
+  H5Id half(half_type());
+  h5_check(H5Dread(d.get(), half.get(), ms.get(), fs.get(), H5P_DEFAULT, out.data()), cat("read \"", name, "\" in ", p));
+  return out;
+}
+}  // namespace
+
+std::vector<hsize_t> LatentShardReader::latent_shape() const { return row_shape(file_.get(), "latents", path_); }
+std::vector<hsize_t> LatentShardReader::text_shape() const { return row_shape(file_.get(), "text_emb", path_); }
+std::vector<uint16_t> LatentShardReader::latent(hsize_t i) const { return read_row(file_.get(), "latents", i, path_); }
+std::vector<uint16_t> LatentShardReader::text_emb(hsize_t i) const { return read_row(file_.get(), "text_emb", i, path_); }
+
+std::vector<std::string> LatentShardReader::strings(const std::string& name) const {
+  H5Id d(h5_check(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
+  H5Id s(H5Dget_space(d.get()));
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(s.get(), &n, nullptr);
+  std::vector<char*> raw(n);
+  H5Id t(utf8_type());
+  if (n) h5_check(H5Dread(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()), cat("read \"", name, "\" in ", path_));
+  std::vector<std::string> out(raw.begin(), raw.end());
+  if (n) H5Dvlen_reclaim(t.get(), s.get(), H5P_DEFAULT, raw.data());
+  return out;
+}
+
+AttrValue LatentShardReader::attr(const std::string& name) const {
+  H5Id a(h5_check(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), cat("open attribute \"", name, "\" in ", path_)));
+  H5Id t(H5Aget_type(a.get()));
+  switch (H5Tget_class(t.get())) {
+    case H5T_INTEGER: { int64_t v; h5_check(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "read attr"); return v; }
+    case H5T_FLOAT: { double v; h5_check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), "read attr"); return v; }
+    default: {
+      H5Id st(utf8_type());
+      char* s = nullptr;
+      h5_check(H5Aread(a.get(), st.get(), &s), cat("read attribute \"", name, "\" in ", path_));
+      std::string out = s ? s : "";
+      H5free_memory(s);
+      return out;
+    }
+  }
+}
+
+}  // namespace mcm::io

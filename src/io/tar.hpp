@@ -1,0 +1,69 @@
+// POSIX tar (ustar, GNU long names, pax paths): a streaming reader that detects truncation and
+// a writer for the shards synth produces. WebDataset shards are plain tars.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mcm::io {
+
+struct TarMember {
+  std::string name;           ///< full member path
+  std::vector<uint8_t> data;  ///< contents (regular files only)
+};
+
+/// Reads regular-file members one by one without loading the archive. Throws DataError on a
+/// corrupt header or truncated data, naming the archive, the member and the byte offset.
+class TarReader {
+ public:
+  explicit TarReader(std::filesystem::path path);
+  ~TarReader();
+  TarReader(TarReader&&) noexcept;
+  TarReader& operator=(TarReader&&) noexcept;
+  TarReader(const TarReader&) = delete;
+  TarReader& operator=(const TarReader&) = delete;
+
+  /// Next regular file; false at the end of the archive.
+  bool next(TarMember& out);
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  struct FileCloser { void operator()(std::FILE* f) const { if (f) std::fclose(f); } };
+  bool read_exact(void* buf, size_t n);
+  std::filesystem::path path_;
+  std::unique_ptr<std::FILE, FileCloser> f_;
+  uint64_t offset_ = 0;
+  bool done_ = false;
+  int members_ = 0;
+};
+
+/// Writes a ustar archive to path.tmp and commits it (fsync + rename) in finish(). Member
+/// times and owners are fixed so equal inputs give byte-identical shards. If destroyed without
+/// finish(), the temporary file is removed.
+class TarWriter {
+ public:
+  explicit TarWriter(std::filesystem::path path);
+  ~TarWriter();
+  TarWriter(const TarWriter&) = delete;
+  TarWriter& operator=(const TarWriter&) = delete;
+
+  void add(const std::string& name, const void* data, size_t size);
+  void add(const std::string& name, const std::vector<uint8_t>& data) { add(name, data.data(), data.size()); }
+  void add(const std::string& name, const std::string& text) { add(name, text.data(), text.size()); }
+  void finish();
+  /// For planting broken shards in tests: writes a member header for all of `data` but only
+  /// its first `keep` bytes, then commits the (truncated) archive.
+  void finish_truncated(const std::string& name, const std::string& data, size_t keep);
+
+ private:
+  void write(const void* p, size_t n);
+  void write_header(const std::string& name, size_t size);
+  void commit();
+  std::filesystem::path path_, tmp_;
+  std::FILE* f_ = nullptr;
+};
+
+}  // namespace mcm::io

@@ -1,0 +1,44 @@
+// WebDataset samples from a tar: consecutive members sharing a key, as webdataset's
+// base_plus_ext rule splits them (key = path up to the first dot of the basename).
+#pragma once
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/tar.hpp"
+
+namespace mcm::io {
+
+struct Sample {
+  std::string key;                                   ///< __key__
+  std::map<std::string, std::vector<uint8_t>> files;  ///< extension ("mp4", "json", ...) -> bytes
+  bool has(const std::string& ext) const { return files.count(ext) != 0; }
+};
+
+/// Splits "dir/000123.seg.png" into {"dir/000123", "seg.png"}; nullopt when there is no dot.
+std::optional<std::pair<std::string, std::string>> split_key(const std::string& member);
+
+/// Streams samples. A new sample starts when the key changes or an extension repeats. A
+/// truncated or corrupt archive ends the stream: next() returns false and error() says why;
+/// the partial sample in flight is dropped (and counted by the caller via error()).
+class WebDatasetReader {
+ public:
+  explicit WebDatasetReader(const std::filesystem::path& tar);
+  bool next(Sample& out);
+  /// Set when the archive ended in a truncation or corruption (after the last good sample).
+  const std::optional<std::string>& error() const { return error_; }
+  /// Members skipped because their basename has no extension.
+  int skipped_members() const { return skipped_; }
+
+ private:
+  bool fill();
+  TarReader reader_;
+  std::optional<TarMember> pending_;
+  std::optional<std::string> error_;
+  bool first_ = true;
+  int skipped_ = 0;
+};
+
+}  // namespace mcm::io
