@@ -74,7 +74,8 @@ struct ShardJob {
 };
 
 // Processes one shard into its output file; returns the counts for the manifest entry.
-json process_shard(const config::Config& cfg, const ShardJob& job, Encoders& enc, int rank, MetricsWriter& metrics) {
+json process_shard(const config::Config& cfg, const ShardJob& job, Encoders& enc, int rank, MetricsWriter& metrics,
+                   const std::string& stage_hash) {
   const auto& p = cfg.prep;
   auto t0 = std::chrono::steady_clock::now();
   const int64_t res = p.resolution, f = enc.ae->downsample(), c = enc.ae->latent_channels();
@@ -135,7 +136,7 @@ json process_shard(const config::Config& cfg, const ShardJob& job, Encoders& enc
   writer.set_attr("num_frames", job.video ? p.frames : int64_t{1});
   writer.set_attr("frame_stride", job.video ? p.stride : int64_t{1});
   writer.set_attr("fps", written ? fps_sum / written : 0.0);
-  writer.set_attr("config_hash", cfg.hash({"prep", "models", "run.seed"}));
+  writer.set_attr("config_hash", stage_hash);  // the keys that determine this output, not paths
   writer.finish();
 
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -160,8 +161,11 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
   int threads = resolve_threads(cfg, ctx);
   torch::set_num_threads(threads);
   Encoders enc{models::make_autoencoder(cfg.models.autoencoder), models::make_text_encoder(cfg.models.text_encoder, run_dir)};
-  StageRun stage("prep", cfg, ctx, {"prep.frames", "prep.stride", "prep.resolution", "prep.crop", "prep.crop_scale_min",
-                                    "prep.image_crop_scale_min", "models", "run.seed"});
+  StageRun stage("prep", cfg, ctx,
+                 {"prep.frames", "prep.stride", "prep.resolution", "prep.crop", "prep.crop_scale_min",
+                  "prep.image_crop_scale_min", "models.autoencoder", "models.text_encoder.kind",
+                  "models.text_encoder.max_length", "models.text_encoder.dim", "models.text_encoder.seed", "run.seed"},
+                 enc.text->content_hash());
 
   std::vector<ShardJob> jobs;
   char name[64];
@@ -191,7 +195,7 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
         log::info("prep: ", job.output.filename().string(), " recorded complete for ", job.input.filename().string(), ", kept");
         stage.record_reused(*prev);
       } else {
-        json counts = process_shard(cfg, job, enc, ctx.rank(), metrics);
+        json counts = process_shard(cfg, job, enc, ctx.rank(), metrics, stage.stage_hash());
         stage.record_output(job.output, {{"input", input}, {"counts", counts}});
         log::debug("prep: wrote ", job.output.string(), " ", counts.dump());
       }

@@ -1,6 +1,7 @@
 // StageRun implementation and the environment record.
 #include "pipeline/stage_run.hpp"
 
+#include <csignal>
 #include <cstdlib>
 #include <set>
 #include <thread>
@@ -57,9 +58,10 @@ json slurm_info() {
 }  // namespace
 
 StageRun::StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
-                   const std::vector<std::string>& hash_parts)
+                   const std::vector<std::string>& hash_parts, const std::string& extra_hash)
     : stage_(std::move(stage)), cfg_(cfg), ctx_(ctx), run_dir_(cfg.run.dir), manifest_(cfg.run.dir) {
   stage_hash_ = cfg.hash(hash_parts);
+  if (!extra_hash.empty()) stage_hash_ = checksum::of_bytes(stage_hash_ + "|" + extra_hash);
   auto hosts_all = ctx.allgather(ctx.hostname());
   std::set<std::string> hosts(hosts_all.begin(), hosts_all.end());
   std::string id;
@@ -103,12 +105,17 @@ json StageRun::record_output(const std::filesystem::path& output, json extra) {
   entry["rank"] = ctx_.rank();
   entry.update(extra);
   manifest_.add_output(id_, entry);
+  // Fault injection for the resume tests: die like a killed job right after the N-th output.
+  static const char* kill_after = std::getenv("MCM_FAULT_KILL_AFTER_OUTPUTS");
+  static int recorded = 0;
+  if (kill_after && ++recorded >= std::atoi(kill_after)) std::raise(SIGKILL);
   return entry;
 }
 
 void StageRun::record_reused(json entry) {
   if (!entry.contains("reused_from")) {
-    for (auto& r : manifest_.read()["records"])
+    json doc = manifest_.read();  // named: a range-for over a temporary's member would dangle
+    for (auto& r : doc["records"])
       for (auto& o : r.value("outputs", json::array()))
         if (o.value("path", "") == entry.value("path", "") && o.value("checksum", "") == entry.value("checksum", ""))
           entry["reused_from"] = r.value("id", "");

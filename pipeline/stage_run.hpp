@@ -15,9 +15,10 @@ namespace mcm::stages {
 
 class StageRun {
  public:
-  /// Collective. `hash_parts` are the config sections/keys that determine this stage's outputs.
+  /// Collective. `hash_parts` are the config sections/keys that determine this stage's outputs
+  /// (never paths); `extra_hash` adds what config cannot say, e.g. a vocabulary file's checksum.
   StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
-           const std::vector<std::string>& hash_parts);
+           const std::vector<std::string>& hash_parts, const std::string& extra_hash = "");
 
   const std::string& id() const { return id_; }
   const std::string& stage_hash() const { return stage_hash_; }

@@ -60,7 +60,25 @@ void visit(Config& c, V&& v) {
   v("models.text_encoder.seed", c.models.text_encoder.seed);
 }
 
+// Parsed sources in order (files, then --set overrides). Merging copies nodes and loses their
+// source positions, so locations are looked up here: the last source that sets a key wins.
+struct Sources {
+  std::vector<std::pair<std::string, toml::table>> tables;
+  std::string locate(const std::string& key) const {
+    for (auto it = tables.rbegin(); it != tables.rend(); ++it) {
+      if (auto* n = it->second.at_path(key).node()) {
+        const auto& b = n->source().begin;
+        if (it->first.rfind("--set", 0) == 0) return it->first;
+        return cat(it->first, ":", b.line, ":", b.column);
+      }
+    }
+    return "<config>";
+  }
+};
+const Sources* g_sources = nullptr;  // set only during load(); see where()
+
 std::string where(const toml::node& n, const std::string& key) {
+  if (g_sources) return cat(g_sources->locate(key), ": key \"", key, "\"");
   const auto& src = n.source();
   std::ostringstream os;
   if (src.path) os << *src.path;
@@ -265,10 +283,14 @@ std::string Config::hash(const std::vector<std::string>& parts) const {
 Config load(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides) {
   toml::table merged;
   Config cfg;
+  Sources sources;
+  struct Guard { ~Guard() { g_sources = nullptr; } } guard;
+  g_sources = &sources;
   for (auto& f : files) {
     if (!std::filesystem::exists(f)) throw ConfigError(cat("config file ", f, ": not found"));
     try {
-      merge_into(merged, toml::parse_file(f.string()));
+      sources.tables.emplace_back(f.string(), toml::parse_file(f.string()));
+      merge_into(merged, sources.tables.back().second);
     } catch (const toml::parse_error& e) {
       const auto& b = e.source().begin;
       throw ConfigError(cat(f.string(), ":", b.line, ":", b.column, ": TOML syntax error: ", e.description()));
@@ -276,7 +298,8 @@ Config load(const std::vector<std::filesystem::path>& files, const std::vector<s
     cfg.sources.push_back(f.string());
   }
   for (auto& o : overrides) {
-    merge_into(merged, parse_override(o));
+    sources.tables.emplace_back("--set " + o, parse_override(o));
+    merge_into(merged, sources.tables.back().second);
     cfg.sources.push_back("--set " + o);
   }
   Reader r{merged, {}};

@@ -61,7 +61,8 @@ void validate(const Config& c) {
   require<ConfigError>(p.image_crop_scale_min > 0 && p.image_crop_scale_min <= 1,
                        "prep.image_crop_scale_min = ", p.image_crop_scale_min, ": must be in (0, 1]");
   int64_t span = (p.frames - 1) * p.stride + 1;
-  require<ConfigError>(span <= s.frames, "prep.frames = ", p.frames, " at prep.stride = ", p.stride, " spans (",
+  // Only when prep reads synth's own shards; real shards have their own lengths.
+  require<ConfigError>(!p.videos.empty() || span <= s.frames, "prep.frames = ", p.frames, " at prep.stride = ", p.stride, " spans (",
                        p.frames, "-1)*", p.stride, "+1 = ", span, " source frames, but synth.frames = ", s.frames,
                        ": every synthetic clip would be skipped as too short");
 

@@ -28,7 +28,8 @@ void commit_rename(const stdfs::path& tmp, const stdfs::path& final_path);
 void make_dirs(const stdfs::path& dir);
 
 /// Exclusive advisory lock on a lock file (fcntl, so it also works on NFS with lockd).
-/// Held for the object's lifetime. Move-only; the moved-from object holds nothing.
+/// Held for the object's lifetime. Move-only; the moved-from object holds nothing. A process
+/// holds at most one FileLock at a time (threads of a process serialise on a mutex).
 class FileLock {
  public:
   explicit FileLock(const stdfs::path& lock_path);

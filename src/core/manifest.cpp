@@ -26,7 +26,10 @@ json file_entry(const stdfs::path& run_dir, const stdfs::path& file) {
   std::error_code ec;
   auto bytes = stdfs::file_size(file, ec);
   if (ec) throw IoError(cat("stat ", file, ": ", ec.message()));
-  return json{{"path", stdfs::relative(file, run_dir).string()},
+  // Inside the run: relative (the run folder can move). Outside (real input shards): absolute.
+  std::string rel = stdfs::relative(stdfs::absolute(file), stdfs::absolute(run_dir), ec).string();
+  if (ec || rel.empty() || rel.rfind("..", 0) == 0) rel = stdfs::weakly_canonical(stdfs::absolute(file)).string();
+  return json{{"path", rel},
               {"bytes", bytes},
               {"checksum", checksum::of_file(file)}};
 }
@@ -179,9 +182,11 @@ std::string show(const stdfs::path& run_dir, const std::string& output) {
     std::string indent(depth * 4, ' ');
     const json* producer = nullptr;
     const json* entry = nullptr;
-    for (auto& r : doc["records"])
-      for (auto& o : r.value("outputs", json::array()))
+    for (auto& r : doc["records"]) {
+      if (!r.contains("outputs")) continue;
+      for (auto& o : r["outputs"])  // by reference into doc: `entry` must outlive the loop
         if (o.value("path", "") == path) { producer = &r; entry = &o; }
+    }
     if (!producer) { os << indent << path << "  (external input, no producing record)\n"; return; }
     os << indent << path << "  " << entry->value("checksum", "?") << "  " << entry->value("bytes", uint64_t{0}) << " bytes\n";
     for (auto& [k, v] : entry->items())
@@ -189,8 +194,8 @@ std::string show(const stdfs::path& run_dir, const std::string& output) {
     os << indent << "produced by:\n";
     describe(os, *producer, indent + "  ");
     if (!seen.insert(producer->value("id", "")).second) return;
-    // The entry may name its own inputs (per-shard lineage); else the record's inputs.
-    json inputs = entry->contains("inputs") ? (*entry)["inputs"] : producer->value("inputs", json::array());
+    // Per-output lineage: the entry's own "input" when it has one, else all the record's inputs.
+    json inputs = entry->contains("input") ? json::array({(*entry)["input"]}) : producer->value("inputs", json::array());
     for (auto& in : inputs) walk(in.is_string() ? in.get<std::string>() : in.value("path", ""), depth + 1);
   };
   walk(rel, 0);

@@ -94,6 +94,7 @@ bool TarReader::next(TarMember& out) {
       if (!prefix.empty()) name = prefix + "/" + name;
     }
     if (!long_name.empty()) { name = long_name; long_name.clear(); }
+    current_ = name;
     // Sanity bound: a member larger than 64 GiB is a corrupt header, not data.
     if (size > (uint64_t{64} << 30)) throw DataError(cat("corrupt tar ", path_, ": member \"", name, "\" claims ", size, " bytes"));
     std::vector<uint8_t> data(size);

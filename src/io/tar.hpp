@@ -29,6 +29,8 @@ class TarReader {
   /// Next regular file; false at the end of the archive.
   bool next(TarMember& out);
   const std::filesystem::path& path() const { return path_; }
+  /// Name of the member being read (after a truncation error: the truncated one).
+  const std::string& current_name() const { return current_; }
 
  private:
   struct FileCloser { void operator()(std::FILE* f) const { if (f) std::fclose(f); } };
@@ -38,6 +40,7 @@ class TarReader {
   uint64_t offset_ = 0;
   bool done_ = false;
   int members_ = 0;
+  std::string current_;
 };
 
 /// Writes a ustar archive to path.tmp and commits it (fsync + rename) in finish(). Member

@@ -43,7 +43,10 @@ bool WebDatasetReader::next(Sample& out) {
     out.files[ext] = std::move(pending_->data);
     pending_.reset();
   }
-  if (error_) {  // drop the partial sample that the truncation cut
+  if (error_) {
+    // The sample in flight is complete only if the truncated member belongs to another key.
+    auto cut = split_key(reader_.current_name());
+    if (!out.key.empty() && cut && cut->first != out.key) return true;
     out.files.clear();
     out.key.clear();
     return false;

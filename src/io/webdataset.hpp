@@ -22,7 +22,7 @@ std::optional<std::pair<std::string, std::string>> split_key(const std::string& 
 
 /// Streams samples. A new sample starts when the key changes or an extension repeats. A
 /// truncated or corrupt archive ends the stream: next() returns false and error() says why;
-/// the partial sample in flight is dropped (and counted by the caller via error()).
+/// the sample the truncation cut is dropped (and counted by the caller via error()).
 class WebDatasetReader {
  public:
   explicit WebDatasetReader(const std::filesystem::path& tar);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/checksum.hpp"
 #include "core/error.hpp"
 
 namespace mcm::models {
@@ -42,6 +43,7 @@ WordTextEncoder::WordTextEncoder(const std::filesystem::path& vocab, int64_t max
   require<DataError>(words_.size() >= 4 && words_[0] == "<pad>" && words_[1] == "<bos>" && words_[2] == "<eos>" &&
                          words_[3] == "<unk>",
                      "text encoder: vocabulary ", vocab, " must start with <pad>, <bos>, <eos>, <unk>");
+  vocab_hash_ = checksum::of_file(vocab);
   torch::NoGradGuard ng;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
   table_ = at::randn({static_cast<int64_t>(words_.size()), dim}, gen, torch::kFloat32);

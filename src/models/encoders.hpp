@@ -35,6 +35,8 @@ class TextEncoder {
   virtual int64_t max_length() const = 0;
   virtual int64_t dim() const = 0;
   virtual std::string name() const = 0;
+  /// Checksum of what the config cannot describe (vocabulary/weight files); "" if none.
+  virtual std::string content_hash() const { return ""; }
 };
 
 /// Exact, invertible: pixel_unshuffle by `factor` (3 -> 3*f*f channels), times scaling.
@@ -65,12 +67,14 @@ class WordTextEncoder : public TextEncoder {
   int64_t max_length() const override { return max_length_; }
   int64_t dim() const override { return dim_; }
   std::string name() const override;
+  std::string content_hash() const override { return vocab_hash_; }
   size_t vocab_size() const { return words_.size(); }
 
  private:
   std::vector<std::string> words_;
   std::unordered_map<std::string, int64_t> ids_;
   int64_t max_length_, dim_, seed_;
+  std::string vocab_hash_;
   torch::Tensor table_, positions_;
 };
 

@@ -1,0 +1,284 @@
+"""End-to-end tests of `mcm synth`, `mcm prep` and `mcm manifest` as users run them.
+
+Real processes (singleton and `mpirun -np 2`), real files read back by h5py and ffprobe,
+planted broken inputs, killed and re-run stages. Run by ctest (stages.pipeline)."""
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import unittest
+
+import h5py
+import numpy as np
+
+SRC = os.environ.get("MCM_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN = os.environ.get("MCM_BINARY_DIR", os.path.join(SRC, "build"))
+MCM = os.path.join(BIN, "mcm")
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+TINY = os.path.join(SRC, "configs", "tiny.toml")
+REAL = os.path.join(SRC, "tests", "data", "real", "video2dataset-sample.tar")
+ALL_BROKEN = ["corrupt_mp4", "short_clip", "missing_caption", "bad_utf8_caption", "no_media",
+              "zero_byte_jpg", "truncated_jpg", "truncated_tar"]
+# Small but real: fewer samples than tiny.toml so the suite stays fast.
+SMALL = ["synth.videos=16", "synth.images=8", "synth.image_shards=2"]
+
+
+def mcm(args, run_dir, sets=(), np_=1, check=True):
+    cmd = [MCM] + args + ["--config", TINY, "--set", f"run.dir={run_dir}"]
+    for s in sets:
+        cmd += ["--set", s]
+    if np_ > 1:
+        cmd = [MPIEXEC, "-n", str(np_), "--oversubscribe"] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def manifest(run_dir):
+    with open(os.path.join(run_dir, "manifest.json")) as f:
+        return json.load(f)
+
+
+def latest(run_dir, stage):
+    return [r for r in manifest(run_dir)["records"] if r["stage"] == stage][-1]
+
+
+def verify(run_dir):
+    return subprocess.run([MCM, "manifest", "verify", run_dir], capture_output=True, text=True)
+
+
+def clips(run_dir):
+    """key -> (latents, text_emb, caption, frame indices) over all video shards."""
+    out = {}
+    prep = os.path.join(run_dir, "prep")
+    for name in sorted(os.listdir(prep)):
+        if not (name.startswith("video-") and name.endswith(".h5")):
+            continue
+        with h5py.File(os.path.join(prep, name), "r") as f:
+            keys = f["key"].asstr()[:]
+            for i, k in enumerate(keys):
+                out[k] = (f["latents"][i], f["text_emb"][i], f["caption"].asstr()[i], f["frame_indices"][i])
+    return out
+
+
+class Pipeline(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="mcm-e2e-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_dir(self, name):
+        d = os.path.join(self.tmp, name)
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    def test_two_ranks_equal_one_rank(self):
+        one, two = self.run_dir("one"), self.run_dir("two")
+        mcm(["synth"], one, SMALL)
+        mcm(["synth"], two, SMALL, np_=2)
+        # Same samples, captions and ground truth from any world size (per-key seeds). The mp4
+        # bytes may differ by x264's rounding between processes, so media are not compared here.
+        for sub in ("videos", "images"):
+            for name in sorted(os.listdir(os.path.join(one, "data", sub))):
+                with tarfile.open(os.path.join(one, "data", sub, name)) as a, tarfile.open(os.path.join(two, "data", sub, name)) as b:
+                    self.assertEqual(a.getnames(), b.getnames())
+                    for m in a.getnames():
+                        if m.endswith((".txt", ".json")):
+                            self.assertEqual(a.extractfile(m).read(), b.extractfile(m).read(), m)
+        # prep: the same input shards (one's) on 1 and 2 ranks give exactly the same clips.
+        same_input = [f"prep.videos={one}/data/videos", f"prep.images={one}/data/images",
+                      f"models.text_encoder.vocab=\"{one}/data/vocab.txt\""]
+        mcm(["prep"], one, SMALL)
+        mcm(["prep"], two, SMALL + same_input, np_=2)
+        a, b = clips(one), clips(two)
+        self.assertEqual(len(a), 16)
+        for name in sorted(os.listdir(os.path.join(one, "prep"))):
+            if name.endswith(".h5"):  # byte-identical shards, whatever the world size
+                with open(os.path.join(one, "prep", name), "rb") as x, open(os.path.join(two, "prep", name), "rb") as y:
+                    self.assertEqual(x.read(), y.read(), name)
+        self.assertEqual(sorted(a), sorted(b))
+        for k in a:
+            for x, y in zip(a[k], b[k]):
+                np.testing.assert_array_equal(x, y, err_msg=k)
+        self.assertEqual(latest(two, "prep")["world_size"], 2)
+        self.assertEqual(verify(one).returncode, 0)
+        self.assertEqual(verify(two).returncode, 0, verify(two).stderr)
+
+    def test_shards_as_h5py_and_ffprobe_see_them(self):
+        d = self.run_dir("formats")
+        mcm(["synth"], d, SMALL)
+        mcm(["prep"], d, SMALL)
+        with h5py.File(os.path.join(d, "prep", "video-00000.h5"), "r") as f:
+            self.assertEqual(f["latents"].dtype, np.float16)
+            self.assertEqual(f["latents"].shape[1:], (48, 8, 8, 8))  # C = 3*4*4, T = 8, 32/4
+            self.assertEqual(f["latents"].chunks, (1, 48, 8, 8, 8))   # one chunk per clip
+            self.assertEqual(f["text_emb"].shape[1:], (16, 64))
+            self.assertEqual(f.attrs["frame_stride"], 2)
+            self.assertEqual(f.attrs["num_frames"], 8)
+            self.assertIn("moves", f["caption"].asstr()[0])
+            lat = f["latents"][0].astype(np.float32)
+            # pixel-shuffle latents are pixels in [-1, 1]
+            self.assertGreaterEqual(lat.min(), -1.001)
+            self.assertLessEqual(lat.max(), 1.001)
+        with h5py.File(os.path.join(d, "prep", "image-00000.h5"), "r") as f:
+            self.assertEqual(f["latents"].shape[1:], (48, 8, 8))
+        with tarfile.open(os.path.join(d, "data", "videos", "00000.tar")) as t:
+            names = t.getnames()
+            self.assertEqual(names[:3], ["000000000.mp4", "000000000.txt", "000000000.json"])
+            meta = json.loads(t.extractfile("000000000.json").read())
+            for k in ("caption", "shape", "colour", "direction", "speed", "watermark"):
+                self.assertIn(k, meta)
+            mp4 = os.path.join(d, "probe.mp4")
+            with open(mp4, "wb") as f:
+                f.write(t.extractfile("000000000.mp4").read())
+        p = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                            "stream=codec_name,width,height,nb_read_frames,pix_fmt", "-of", "json", mp4],
+                           capture_output=True, text=True, check=True)
+        st = json.loads(p.stdout)["streams"][0]
+        self.assertEqual((st["codec_name"], st["width"], st["height"], st["pix_fmt"]), ("h264", 64, 64, "yuv420p"))
+        self.assertEqual(int(st["nb_read_frames"]), 24)
+        with tarfile.open(os.path.join(d, "data", "images", "00000.tar")) as t:
+            self.assertTrue(t.getnames()[0].endswith(".jpg"))
+
+    def test_planted_broken_samples_are_skipped_and_counted(self):
+        d = self.run_dir("broken")
+        sets = ["synth.broken=" + json.dumps(ALL_BROKEN)]
+        mcm(["synth"], d, sets)
+        p = mcm(["prep"], d, sets, np_=2)
+        rec = latest(d, "prep")
+        self.assertEqual(rec["status"], "complete")
+        self.assertEqual(rec["counts"]["skipped"], {
+            "bad_caption_utf8": 1, "corrupt_image": 2, "corrupt_video": 1, "missing_caption": 1,
+            "no_media": 1, "too_short": 1, "truncated_tar": 1})
+        self.assertEqual(rec["counts"]["clips_written"], 48 - 6)
+        self.assertEqual(rec["counts"]["images_written"], 30)
+        # Messages name the file, the key and the rank.
+        self.assertRegex(p.stderr, r"skip \(bad_caption_utf8, rank \d\): 00000\.tar:000000001: caption is not valid UTF-8")
+        self.assertRegex(p.stderr, r"truncated tar .*00003\.tar.*member \"000030011\.json\"")
+        self.assertEqual(verify(d).returncode, 0)
+
+    def test_rerun_skips_complete_and_redoes_changed(self):
+        d = self.run_dir("rerun")
+        mcm(["synth"], d, SMALL)
+        mcm(["prep"], d, SMALL)
+        first = {o["path"]: o["checksum"] for o in latest(d, "prep")["outputs"]}
+        p = mcm(["prep"], d, SMALL)
+        rec = latest(d, "prep")
+        self.assertTrue(all("reused_from" in o for o in rec["outputs"]), rec["outputs"])
+        self.assertEqual(rec["counts"]["clips_written"], 16)
+        # Damage one output: only that shard is redone.
+        with open(os.path.join(d, "prep", "video-00001.h5"), "r+b") as f:
+            f.seek(3000)
+            chunk = f.read(64)
+            f.seek(3000)
+            f.write(bytes(b ^ 0xFF for b in chunk))
+        self.assertEqual(verify(d).returncode, 1)
+        mcm(["prep"], d, SMALL)
+        rec = latest(d, "prep")
+        redone = [o["path"] for o in rec["outputs"] if "reused_from" not in o]
+        self.assertEqual(redone, ["prep/video-00001.h5"])
+        self.assertEqual({o["path"]: o["checksum"] for o in rec["outputs"]}, first)  # deterministic
+        self.assertEqual(verify(d).returncode, 0)
+        # A config change that alters prep's output redoes everything.
+        mcm(["prep"], d, SMALL + ["prep.stride=1"])
+        self.assertFalse(any("reused_from" in o for o in latest(d, "prep")["outputs"]))
+
+    def test_killed_prep_loses_nothing_and_resumes(self):
+        d = self.run_dir("killed")
+        sets = ["synth.videos=96", "synth.video_shards=8", "synth.images=0", "prep.encode_images=false"]
+        mcm(["synth"], d, sets)
+        # Die by SIGKILL right after the 3rd committed shard (fault injection in StageRun).
+        cmd = [MCM, "prep", "--config", TINY, "--set", f"run.dir={d}"] + sum([["--set", s] for s in sets], [])
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MCM_FAULT_KILL_AFTER_OUTPUTS="3"))
+        self.assertEqual(p.returncode, -signal.SIGKILL)
+        rec = latest(d, "prep")
+        recorded = {o["path"] for o in rec["outputs"]}
+        # Every final .h5 on disk is a recorded, verified output; partial work is only *.tmp.
+        for name in os.listdir(os.path.join(d, "prep")):
+            if name.endswith(".h5"):
+                self.assertIn(f"prep/{name}", recorded)
+        self.assertEqual(verify(d).returncode, 1)  # the killed record is still "running"
+        mcm(["prep"], d, sets)
+        rec = latest(d, "prep")
+        self.assertEqual(rec["status"], "complete")
+        self.assertEqual(rec["counts"]["clips_written"], 96)
+        self.assertEqual(len(recorded), 3)
+        self.assertEqual(sum("reused_from" in o for o in rec["outputs"]), 3)
+        self.assertEqual(verify(d).returncode, 0)
+
+    def test_unreadable_shard_fails_the_stage_but_keeps_the_rest(self):
+        d = self.run_dir("unreadable")
+        mcm(["synth"], d, SMALL)
+        with open(os.path.join(d, "data", "videos", "00009.tar"), "wb") as f:
+            f.write(b"this is not a tar file" * 100)
+        p = mcm(["prep"], d, SMALL, np_=2, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("00009.tar", p.stderr)
+        self.assertIn("not a tar archive", p.stderr)
+        rec = latest(d, "prep")
+        self.assertEqual(rec["status"], "failed")
+        self.assertTrue(any("00009.tar" in e for e in rec["errors"]))
+        self.assertEqual(len(rec["outputs"]), 6)  # 4 video + 2 image shards finished and recorded
+        os.remove(os.path.join(d, "data", "videos", "00009.tar"))
+        mcm(["prep"], d, SMALL)
+        self.assertEqual(latest(d, "prep")["status"], "complete")
+        self.assertEqual(verify(d).returncode, 0)
+
+    def test_real_video2dataset_shard(self):
+        d = self.run_dir("real")
+        mcm(["synth"], d, SMALL)  # for the text encoder's vocabulary
+        sets = [f"prep.videos={REAL}", "prep.frames=16", "prep.stride=8", "prep.resolution=64",
+                "prep.encode_images=false", "prep.crop=\"random_resized\""]
+        p = mcm(["prep"], d, sets)
+        rec = latest(d, "prep")
+        self.assertEqual(rec["counts"]["clips_written"], 3)
+        self.assertEqual(rec["counts"]["skipped"], {"too_short": 3})
+        self.assertIn("1 frames, the window needs 121", p.stderr)
+        got = clips(d)
+        self.assertEqual(sorted(got), ["0000008_00001", "0000030_00005", "0000038_00003"])
+        # No "caption" in this sample's .json, so the .txt caption is used (trailing space trimmed).
+        self.assertEqual(got["0000008_00001"][2], "a man in a suit and orange tie standing at a podium .")
+        self.assertEqual(len(got["0000030_00005"][3]), 16)
+        self.assertTrue(all(np.diff(v[3]).tolist() == [8] * 15 for v in got.values()))
+        self.assertEqual(rec["inputs"][0]["path"], os.path.realpath(REAL))
+
+    def test_bad_config_and_dry_run(self):
+        d = self.run_dir("config")
+        p = subprocess.run([MCM, "prep", "--config", TINY, "--set", "prep.frame=3"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('did you mean "prep.frames"', p.stderr)
+        p = subprocess.run([MCM, "prep", "--config", TINY, "--set", "prep.frames=9", "--dry-run"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("frames = 9", p.stdout)
+        p = subprocess.run([MCM, "prep", "--config", TINY, "--set", f"run.dir={d}"], capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("videos", p.stderr)  # no shards yet: names the missing input
+        p = subprocess.run([MCM, "manifest", "verify", d], capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("manifest.json", p.stderr)
+
+    def test_manifest_show_traces_lineage(self):
+        d = self.run_dir("show")
+        mcm(["synth"], d, SMALL)
+        mcm(["prep"], d, SMALL)
+        p = subprocess.run([MCM, "manifest", "show", d, "prep/video-00000.h5"], capture_output=True, text=True, check=True)
+        self.assertIn("data/videos/00000.tar", p.stdout)
+        self.assertIn("synth  complete", p.stdout)
+        rec = latest(d, "prep")
+        for k in ("config", "config_hash", "versions", "code_revision", "hosts", "seeds", "started", "ended"):
+            self.assertIn(k, rec)
+        self.assertIn("HDF5", rec["versions"]["hdf5"])
+        self.assertIn("FFmpeg", rec["versions"]["ffmpeg"])
+
+
+if __name__ == "__main__":
+    unittest.main()
