@@ -75,17 +75,8 @@ struct Sources {
     return "<config>";
   }
 };
-const Sources* g_sources = nullptr;  // set only during load(); see where()
-
-std::string where(const toml::node& n, const std::string& key) {
-  if (g_sources) return cat(g_sources->locate(key), ": key \"", key, "\"");
-  const auto& src = n.source();
-  std::ostringstream os;
-  if (src.path) os << *src.path;
-  else os << "<config>";
-  if (src.begin.line > 0) os << ":" << src.begin.line << ":" << src.begin.column;
-  os << ": key \"" << key << "\"";
-  return os.str();
+std::string where(const Sources& sources, const std::string& key) {
+  return cat(sources.locate(key), ": key \"", key, "\"");
 }
 
 const char* type_name(toml::node_type t) {
@@ -103,6 +94,7 @@ const char* type_name(toml::node_type t) {
 // Reads values from a merged TOML table into the struct, type-checking each one.
 struct Reader {
   const toml::table& root;
+  const Sources& sources;
   std::set<std::string> known;
 
   const toml::node* find(const std::string& key) {
@@ -110,7 +102,7 @@ struct Reader {
     return root.at_path(key).node();
   }
   [[noreturn]] void bad(const toml::node& n, const std::string& key, const char* want) {
-    throw ConfigError(cat(where(n, key), ": expected ", want, ", got ", type_name(n.type())));
+    throw ConfigError(cat(where(sources, key), ": expected ", want, ", got ", type_name(n.type())));
   }
   void operator()(const std::string& key, std::string& out) {
     if (auto* n = find(key)) {
@@ -284,8 +276,6 @@ Config load(const std::vector<std::filesystem::path>& files, const std::vector<s
   toml::table merged;
   Config cfg;
   Sources sources;
-  struct Guard { ~Guard() { g_sources = nullptr; } } guard;
-  g_sources = &sources;
   for (auto& f : files) {
     if (!std::filesystem::exists(f)) throw ConfigError(cat("config file ", f, ": not found"));
     try {
@@ -302,7 +292,7 @@ Config load(const std::vector<std::filesystem::path>& files, const std::vector<s
     merge_into(merged, sources.tables.back().second);
     cfg.sources.push_back("--set " + o);
   }
-  Reader r{merged, {}};
+  Reader r{merged, sources, {}};
   visit(cfg, r);
 
   // Unknown keys: collect them all, each with its location and the nearest known key.
@@ -310,7 +300,7 @@ Config load(const std::vector<std::filesystem::path>& files, const std::vector<s
   collect_leaves(merged, "", leaves);
   std::string unknown;
   for (auto& [key, node] : leaves)
-    if (!r.known.count(key)) unknown += cat("\n  ", where(*node, key), ": unknown key", suggestion(key, r.known));
+    if (!r.known.count(key)) unknown += cat("\n  ", where(sources, key), ": unknown key", suggestion(key, r.known));
   if (!unknown.empty()) throw ConfigError(cat("unknown configuration keys:", unknown));
 
   validate(cfg);
