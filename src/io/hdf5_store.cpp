@@ -172,13 +172,13 @@ LatentShardWriter::~LatentShardWriter() {
 LatentShardReader::LatentShardReader(const std::filesystem::path& path) : path_(path) {
   silence_hdf5();
   file_ = H5Id(h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), cat("open ", path)));
-  n_ = latent_shape().empty() ? 0 : [&] {
-    H5Id d(h5_check(H5Dopen2(file_.get(), "latents", H5P_DEFAULT), cat("open dataset \"latents\" in ", path_)));
-    H5Id s(H5Dget_space(d.get()));
-    hsize_t dims[8];
-    H5Sget_simple_extent_dims(s.get(), dims, nullptr);
-    return dims[0];
-  }();
+  H5Id d(h5_check(H5Dopen2(file_.get(), "latents", H5P_DEFAULT), cat("open dataset \"latents\" in ", path_)));
+  H5Id space(H5Dget_space(d.get()));
+  hsize_t dims[8] = {};
+  require<IoError>(H5Sget_simple_extent_ndims(space.get()) >= 1 && H5Sget_simple_extent_ndims(space.get()) <= 8,
+                   "dataset \"latents\" in ", path_, ": unexpected rank");
+  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  n_ = dims[0];
 }
 
 namespace {
