@@ -2,7 +2,11 @@
 #include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "core/fs.hpp"
+#include "core/metrics.hpp"
 #include "core/progress.hpp"
+
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -47,4 +51,22 @@ TEST(Progress, LineHasRateAndEta) {
   EXPECT_NE(l.find("ETA"), std::string::npos);
   EXPECT_EQ(format_duration(3725), "1h02m");
   EXPECT_EQ(format_duration(65), "1m05s");
+}
+
+TEST(Metrics, JsonLinesAppendWithTime) {
+  auto d = test::scratch();
+  {
+    MetricsWriter m(d / "m.jsonl");
+    m.write({{"event", "a"}, {"n", 1}});
+    m.write({{"event", "b"}, {"n", 2}});
+  }
+  MetricsWriter(d / "m.jsonl").write({{"event", "c"}});
+  std::istringstream in(fs::read_text(d / "m.jsonl"));
+  std::vector<nlohmann::json> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["n"], 2);
+  EXPECT_EQ(lines[2]["event"], "c");
+  EXPECT_GT(lines[0]["time"].get<double>(), 1.7e9);
+  test::expect_error<IoError>([&] { MetricsWriter(d / "no" / "dir" / "m.jsonl"); }, {"m.jsonl"});
 }

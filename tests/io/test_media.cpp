@@ -1,5 +1,8 @@
 // FFmpeg encode/decode: frame counts, stride sampling, crops, and every corrupt input.
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 
 #include "io/media_decode.hpp"
 #include "io/media_encode.hpp"
@@ -105,4 +108,22 @@ TEST(Media, GifAndPng) {
 TEST(Media, OddSizesAreRefusedForMp4) {
   auto rgb = ramp(2, 31, 32);
   test::expect_error<IoError>([&] { io::encode_mp4(rgb.data(), 2, 31, 32, {8, 20}); }, {"31x32", "even"});
+}
+
+TEST(Media, PngAndWebpStillsDecode) {
+  auto d = test::scratch();
+  for (const char* ext : {"png", "webp"}) {
+    auto path = d / (std::string("red.") + ext);
+    std::string cmd = "ffmpeg -nostdin -v error -f lavfi -i color=c=0xC81E1E:s=40x30 -frames:v 1 -y " + path.string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    std::ifstream in(path, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    io::DecodeOptions o;
+    o.width = o.height = 16;
+    auto clip = io::decode_clip(bytes.data(), bytes.size(), path.filename().string(), o);
+    EXPECT_EQ(clip.source_width, 40);
+    EXPECT_EQ(clip.crop.w, 30);  // center square of a 40x30 still
+    EXPECT_NEAR(clip.rgb[0], 200, 6) << ext;
+    EXPECT_NEAR(clip.rgb[1], 30, 6) << ext;
+  }
 }
