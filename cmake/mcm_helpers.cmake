@@ -25,8 +25,10 @@ function(mcm_add_test)
     mcm_use_torch(${T_NAME})
   endif()
   mcm_warnings(${T_NAME})
-  gtest_discover_tests(${T_NAME} DISCOVERY_TIMEOUT 120
-    PROPERTIES ENVIRONMENT "MCM_SOURCE_DIR=${CMAKE_SOURCE_DIR};MCM_BINARY_DIR=${CMAKE_BINARY_DIR};MCM_PYTHON=${Python3_EXECUTABLE}")
+  # Paths are compiled in: gtest_discover_tests' PROPERTIES cannot carry a list-valued ENVIRONMENT.
+  target_compile_definitions(${T_NAME} PRIVATE MCM_TEST_PYTHON="${Python3_EXECUTABLE}"
+                             MCM_TEST_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  gtest_discover_tests(${T_NAME} DISCOVERY_TIMEOUT 120)
 endfunction()
 
 # mcm_add_mpi_test(NAME name NP n COMMAND ...): a test run under mpiexec, label "mpi".

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <mutex>
+#include <thread>
 
 #include "core/error.hpp"
 
@@ -68,8 +69,9 @@ void commit_rename(const stdfs::path& tmp, const stdfs::path& final_path) {
 }
 
 void write_atomic(const stdfs::path& path, std::string_view data) {
+  // Unique per writer, so concurrent writers of one path (Slurm array tasks) never share a temp.
   stdfs::path tmp = path;
-  tmp += ".tmp";
+  tmp += cat(".", ::getpid(), ".", std::hash<std::thread::id>{}(std::this_thread::get_id()) % 100000, ".tmp");
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw IoError(cat("create ", tmp, ": ", errno_text(errno)));
   size_t done = 0;
@@ -79,6 +81,7 @@ void write_atomic(const stdfs::path& path, std::string_view data) {
       if (errno == EINTR) continue;
       int e = errno;
       ::close(fd);
+      std::remove(tmp.c_str());
       throw IoError(cat("write ", tmp, ": ", errno_text(e)));
     }
     done += static_cast<size_t>(n);
@@ -86,6 +89,7 @@ void write_atomic(const stdfs::path& path, std::string_view data) {
   if (::fsync(fd) != 0) {
     int e = errno;
     ::close(fd);
+    std::remove(tmp.c_str());
     throw IoError(cat("fsync ", tmp, ": ", errno_text(e)));
   }
   ::close(fd);

@@ -125,7 +125,7 @@ std::vector<std::string> verify(const stdfs::path& run_dir) {
     std::string st = r->value("status", "?");
     if (st != "complete")
       problems.push_back(cat("stage ", stage, ": latest record ", r->value("id", "?"), " has status \"", st,
-                             "\"", r->contains("error") ? cat(" (", (*r)["error"].dump(), ")") : std::string()));
+                             "\"", r->contains("errors") ? cat(" (", (*r)["errors"].dump(), ")") : std::string()));
   }
   // Every file: the latest recorded entry (outputs, then inputs) must match the disk.
   std::map<std::string, json> files;

@@ -122,12 +122,18 @@ LatentShardWriter::LatentShardWriter(std::filesystem::path path, LatentShardSpec
   tmp_ += ".tmp";
   std::string where = tmp_.string();
   file_ = H5Id(h5_check(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), cat("create ", where)));
-  H5Id half(half_type()), str(utf8_type());
-  latents_ = make_dataset(file_.get(), "latents", half.get(), spec_.latent_shape, 1, where);
-  text_ = make_dataset(file_.get(), "text_emb", half.get(), {spec_.text_len, spec_.text_dim}, 1, where);
-  caption_ = make_dataset(file_.get(), "caption", str.get(), {}, 256, where);
-  key_ = make_dataset(file_.get(), "key", str.get(), {}, 256, where);
-  if (spec_.frames) frames_ = make_dataset(file_.get(), "frame_indices", H5T_STD_I64LE, {spec_.frames}, 256, where);
+  try {  // the destructor does not run for a throwing constructor: clean up the .tmp here
+    H5Id half(half_type()), str(utf8_type());
+    latents_ = make_dataset(file_.get(), "latents", half.get(), spec_.latent_shape, 1, where);
+    text_ = make_dataset(file_.get(), "text_emb", half.get(), {spec_.text_len, spec_.text_dim}, 1, where);
+    caption_ = make_dataset(file_.get(), "caption", str.get(), {}, 256, where);
+    key_ = make_dataset(file_.get(), "key", str.get(), {}, 256, where);
+    if (spec_.frames) frames_ = make_dataset(file_.get(), "frame_indices", H5T_STD_I64LE, {spec_.frames}, 256, where);
+  } catch (...) {
+    close_all();
+    std::remove(tmp_.c_str());
+    throw;
+  }
 }
 
 void LatentShardWriter::append(const uint16_t* latent, const uint16_t* text_emb, const std::string& caption,
@@ -224,7 +230,8 @@ std::vector<std::string> LatentShardReader::strings(const std::string& name) con
   std::vector<char*> raw(n);
   H5Id t(utf8_type());
   if (n) h5_check(H5Dread(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()), cat("read \"", name, "\" in ", path_));
-  std::vector<std::string> out(raw.begin(), raw.end());
+  std::vector<std::string> out;
+  for (char* p : raw) out.emplace_back(p ? p : "");
   if (n) H5Dvlen_reclaim(t.get(), s.get(), H5P_DEFAULT, raw.data());
   return out;
 }

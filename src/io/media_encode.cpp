@@ -42,6 +42,9 @@ void fill_frame(SwsContext* sws, const uint8_t* rgb, int w, int h, AVFrame* f) {
 std::vector<uint8_t> encode_container(const char* format, AVCodecID id, const char* prefer, AVPixelFormat pix,
                                       const uint8_t* rgb, int frames, int w, int h, int fps, AVDictionary* codec_opts,
                                       const char* mux_opts) {
+  struct DictFree { void operator()(AVDictionary* d) const { av_dict_free(&d); } };
+  std::unique_ptr<AVDictionary, DictFree> owned_opts(codec_opts);  // freed on every path
+  codec_opts = nullptr;
   av::quiet_logs();
   require<IoError>(frames > 0 && w > 0 && h > 0 && fps > 0, "encode ", format, ": empty video");
   av::MemoryWriter sink;
@@ -53,8 +56,11 @@ std::vector<uint8_t> encode_container(const char* format, AVCodecID id, const ch
   oc->flags |= AVFMT_FLAG_CUSTOM_IO;
   oc->flags |= AVFMT_FLAG_BITEXACT;
   AVRational tb{1, fps};
-  auto codec = open_encoder(id, prefer, w, h, pix, tb, &codec_opts, oc->oformat->flags & AVFMT_GLOBALHEADER);
-  av_dict_free(&codec_opts);
+  AVDictionary* opts = owned_opts.release();
+  auto codec = [&] {
+    struct Free { AVDictionary*& d; ~Free() { av_dict_free(&d); } } free_after{opts};
+    return open_encoder(id, prefer, w, h, pix, tb, &opts, oc->oformat->flags & AVFMT_GLOBALHEADER);
+  }();
   AVStream* st = avformat_new_stream(oc.get(), nullptr);
   if (!st) throw IoError("avformat_new_stream: out of memory");
   st->time_base = tb;
@@ -120,6 +126,7 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int 
     const AVCodec* enc = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
     if (!enc) throw IoError("encode jpeg: no MJPEG encoder");
     av::CodecPtr cc(avcodec_alloc_context3(enc));
+    if (!cc) throw IoError("avcodec_alloc_context3: out of memory");
     cc->width = width;
     cc->height = height;
     cc->pix_fmt = AV_PIX_FMT_YUVJ420P;
@@ -133,6 +140,7 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int 
   }();
   av::SwsPtr sws(sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUVJ420P,
                                 SWS_BICUBIC | SWS_ACCURATE_RND | SWS_BITEXACT, nullptr, nullptr, nullptr));
+  if (!sws) throw IoError("encode jpeg: swscale rgb24 -> yuvj420p");
   auto frame = av::make_frame();
   frame->format = AV_PIX_FMT_YUVJ420P;
   frame->width = width;

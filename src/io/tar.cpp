@@ -40,8 +40,13 @@ std::string pax_path(const std::vector<uint8_t>& d) {
     size_t sp = i;
     while (sp < d.size() && d[sp] != ' ') ++sp;
     if (sp >= d.size()) break;
-    size_t len = std::stoul(std::string(d.begin() + i, d.begin() + sp));
-    if (len == 0 || i + len > d.size()) break;
+    size_t len = 0;
+    for (size_t k = i; k < sp; ++k) {
+      if (d[k] < '0' || d[k] > '9' || len > d.size()) throw DataError("corrupt pax header: bad record length");
+      len = len * 10 + (d[k] - '0');
+    }
+    // A record is "LEN KEY=VALUE\n": LEN covers itself, the space and the newline.
+    if (len <= sp - i + 1 || i + len > d.size()) throw DataError("corrupt pax header: record length out of range");
     std::string rec(d.begin() + sp + 1, d.begin() + i + len - 1);  // without trailing '\n'
     if (rec.rfind("path=", 0) == 0) return rec.substr(5);
     i += len;
@@ -73,6 +78,8 @@ bool TarReader::next(TarMember& out) {
     size_t got = std::fread(h, 1, kBlock, f_.get());
     offset_ += got;
     if (got == 0 && !std::ferror(f_.get())) {  // EOF without end blocks: accepted, as tarfile does
+      if (!long_name.empty())
+        throw DataError(cat("truncated tar ", path_, ": ends after the long-name header of \"", long_name, "\""));
       done_ = true;
       break;
     }
@@ -111,7 +118,14 @@ bool TarReader::next(TarMember& out) {
     }
     ++members_;
     if (type == 'L') { long_name = std::string(data.begin(), data.end()); while (!long_name.empty() && long_name.back() == '\0') long_name.pop_back(); continue; }
-    if (type == 'x') { long_name = pax_path(data); continue; }
+    if (type == 'x') {
+      try {
+        long_name = pax_path(data);
+      } catch (const DataError& e) {
+        throw DataError(cat("tar ", path_, ": ", e.what(), " at byte ", header_at));
+      }
+      continue;
+    }
     if (type != '0' && type != '\0' && type != '7') continue;  // dirs, links, global pax: skipped
     out.name = std::move(name);
     out.data = std::move(data);
@@ -140,6 +154,8 @@ void TarWriter::write(const void* p, size_t n) {
 
 void TarWriter::write_header(const std::string& name, size_t size) {
   require<IoError>(f_ != nullptr, "tar ", path_, ": add after finish");
+  require<IoError>(size < (uint64_t{1} << 33), "tar ", path_, ": member \"", name, "\" of ", size,
+                   " bytes exceeds ustar's 8 GiB limit");
   require<IoError>(!name.empty() && name.size() < 100, "tar ", path_, ": member name \"", name,
                    "\" must be 1..99 bytes (ustar)");
   char h[kBlock] = {};
@@ -182,11 +198,15 @@ void TarWriter::finish_truncated(const std::string& name, const std::string& dat
 }
 
 void TarWriter::commit() {
-  if (std::fflush(f_) != 0 || std::fclose(f_) != 0) {
-    f_ = nullptr;
-    throw IoError(cat("close tar ", tmp_, ": ", errno_text(errno)));
-  }
+  int flushed = std::fflush(f_);
+  int err = errno;
+  int closed = std::fclose(f_);
+  if (closed != 0) err = errno;
   f_ = nullptr;
+  if (flushed != 0 || closed != 0) {
+    std::remove(tmp_.c_str());
+    throw IoError(cat("close tar ", tmp_, ": ", errno_text(err)));
+  }
   fs::commit_rename(tmp_, path_);
 }
 

@@ -35,7 +35,8 @@ TEST(Manifest, ConcurrentProcessesNeverLoseARecord) {
   }
   auto doc = m.read();
   EXPECT_EQ((*manifest::find_record(doc, id))["outputs"].size(), static_cast<size_t>(procs * each));
-  EXPECT_FALSE(std::filesystem::exists(d / "manifest.json.tmp"));
+  for (auto& e : std::filesystem::directory_iterator(d))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path();  // no temp left behind
 }
 
 TEST(Manifest, VerifyDetectsChangedMissingAndUnfinished) {
@@ -49,6 +50,10 @@ TEST(Manifest, VerifyDetectsChangedMissingAndUnfinished) {
   auto problems = manifest::verify(d);
   ASSERT_EQ(problems.size(), 1u);  // still running
   EXPECT_NE(problems[0].find("status \"running\""), std::string::npos);
+  m.patch_record(id, {{"status", "failed"}, {"errors", {"rank 1: shard x.tar: not a tar archive"}}});
+  problems = manifest::verify(d);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("not a tar archive"), std::string::npos) << problems[0];
   m.patch_record(id, {{"status", "complete"}});
   EXPECT_TRUE(manifest::verify(d).empty());
   test::write_text(d / "a.bin", "hellO");

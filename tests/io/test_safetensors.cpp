@@ -14,7 +14,7 @@ using namespace mcm;
 namespace {
 std::string python() {
   const char* p = std::getenv("MCM_PYTHON");
-  return p ? p : "python3";
+  return p ? p : MCM_TEST_PYTHON;  // the project venv's interpreter (has torch and safetensors)
 }
 int run_py(const std::string& code) {
   std::string cmd = python() + " -c '" + code + "'";

@@ -1,5 +1,8 @@
 // Tar reader/writer and WebDataset grouping, including GNU tar's own long names and truncation.
+#include <cctype>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 
 #include "io/tar.hpp"
 #include "io/webdataset.hpp"
@@ -115,4 +118,47 @@ TEST(WebDataset, TruncatedShardKeepsEarlierSamples) {
   EXPECT_FALSE(r.next(s));
   ASSERT_TRUE(r.error().has_value());
   EXPECT_NE(r.error()->find("\"c.txt\""), std::string::npos);
+}
+
+namespace {
+std::vector<uint8_t> slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+std::filesystem::path long_name_tar(const std::filesystem::path& d, const char* format) {
+  std::string longdir(120, 'p');
+  std::filesystem::create_directories(d / "src" / longdir);
+  test::write_text(d / "src" / longdir / "k.txt", "x");
+  auto out = d / (std::string(format) + ".tar");
+  std::string cmd = "cd " + (d / "src").string() + " && tar --format=" + format + " -cf " + out.string() + " " + longdir + "/k.txt";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  return out;
+}
+}  // namespace
+
+TEST(Tar, TruncatedAfterLongNameHeaderIsAnError) {
+  auto d = test::scratch();
+  auto t = long_name_tar(d, "gnu");
+  std::filesystem::resize_file(t, 1024);  // the 'L' header and its one block of name, nothing else
+  io::TarReader r(t);
+  io::TarMember m;
+  test::expect_error<DataError>([&] { r.next(m); }, {"truncated tar", "long-name header"});
+}
+
+TEST(Tar, CorruptPaxRecordIsADataError) {
+  auto d = test::scratch();
+  auto t = long_name_tar(d, "pax");
+  io::TarMember m;
+  { io::TarReader ok(t); ASSERT_TRUE(ok.next(m)); EXPECT_EQ(m.name.size(), 120u + 6); }
+  auto bytes = slurp(t);
+  std::string s(bytes.begin(), bytes.end());
+  size_t at = s.find(" path=");
+  ASSERT_NE(at, std::string::npos);
+  size_t start = at;
+  while (start > 0 && std::isdigit(static_cast<unsigned char>(s[start - 1]))) --start;
+  for (size_t i = start; i < at; ++i) s[i] = '0';
+  s[at - 1] = '1';  // "001 path=...": shorter than its own prefix
+  test::write_text(d / "bad.tar", s);
+  io::TarReader r(d / "bad.tar");
+  test::expect_error<DataError>([&] { r.next(m); }, {"pax header", "record length"});
 }
