@@ -14,7 +14,7 @@ APT_PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
   libopenblas0-pthread python3-venv
 )
-PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av safetensors)
+PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av safetensors diffusers)
 
 log() { echo "[setup] $*"; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -1,0 +1,130 @@
+// Parity of our schedules and samplers with diffusers (DDIMScheduler, LCMScheduler): golden
+// tensors come from make_golden.py beside this file, run with the project venv's interpreter.
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "diffusion/samplers.hpp"
+#include "io/safetensors.hpp"
+#include "../test_util.hpp"
+
+using namespace mcm;
+using namespace mcm::diffusion;
+
+namespace {
+torch::Tensor to_torch(const io::TensorView& v) {
+  auto dt = v.dtype == io::DType::F32 ? torch::kFloat32 : v.dtype == io::DType::I64 ? torch::kInt64 : torch::kFloat64;
+  return torch::from_blob(const_cast<uint8_t*>(v.data), v.shape, dt).clone();
+}
+std::vector<int64_t> to_vec(const torch::Tensor& t) { return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()); }
+
+class Golden : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto d = std::filesystem::temp_directory_path() / "mcm-tests" / "golden-diffusion";
+    std::filesystem::create_directories(d);
+    auto path = d / ("samplers-" + std::to_string(::getpid()) + ".safetensors");  // ctest -j runs tests in parallel
+    std::string cmd = std::string(MCM_TEST_PYTHON) + " " + MCM_TEST_SOURCE_DIR + "/tests/diffusion/make_golden.py " + path.string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    file_ = new io::SafetensorsFile(path);
+  }
+  static void TearDownTestSuite() {
+    delete file_;
+    file_ = nullptr;
+  }
+  static torch::Tensor get(const std::string& k) { return to_torch(file_->at(k)); }
+  static nlohmann::json cases() { return nlohmann::json::parse(file_->metadata().at("cases")); }
+  static io::SafetensorsFile* file_;
+};
+io::SafetensorsFile* Golden::file_ = nullptr;
+
+double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+}  // namespace
+
+TEST_F(Golden, AlphasCumprod) {
+  for (std::string s : {"scaled_linear", "linear"})
+    for (bool r : {false, true}) {
+      NoiseSchedule ns({1000, 0.00085, 0.012, s, r});
+      EXPECT_LE(max_err(ns.alphas_cumprod(), get("abar/" + s + "/" + std::to_string(int(r)))), 1e-7) << s << r;
+      if (r) EXPECT_EQ(ns.alphas_cumprod()[-1].item<float>(), 0.0f);  // zero terminal SNR
+    }
+}
+
+TEST_F(Golden, DdimTimestepsAndSteps) {
+  NoiseSchedule ns;
+  double worst = 0;
+  int checked = 0;
+  for (auto& c : cases()) {
+    if (c["kind"] != "ddim") continue;
+    ++checked;
+    std::string name = c["name"];
+    DdimOptions o;
+    o.timestep_spacing = c["spacing"];
+    o.steps_offset = c["offset"];
+    o.set_alpha_to_one = c["set_alpha_to_one"];
+    o.clip_sample = c["clip"];
+    o.prediction = parse_prediction(c["prediction"]);
+    DdimSampler s(ns, o);
+    ASSERT_EQ(s.set_timesteps(c["steps"]), to_vec(get(name + "/timesteps"))) << name;
+    auto x = get(name + "/x");
+    auto outs = get(name + "/model_out"), prevs = get(name + "/prev"), dens = get(name + "/denoised");
+    for (int64_t i = 0; i < outs.size(0); ++i) {
+      auto r = s.step(outs[i], s.timesteps()[i], x);
+      double e = std::max(max_err(r.prev_sample, prevs[i]), max_err(r.denoised, dens[i]));
+      worst = std::max(worst, e);
+      ASSERT_LE(e, 1e-6) << name << " step " << i;
+      x = prevs[i];  // continue from the reference trajectory: per-step parity
+    }
+  }
+  EXPECT_EQ(checked, 8);
+  std::printf("DDIM worst per-step max abs error vs diffusers: %.3g\n", worst);
+}
+
+TEST_F(Golden, LcmTimestepsAndSteps) {
+  NoiseSchedule ns;
+  double worst = 0;
+  int checked = 0;
+  for (auto& c : cases()) {
+    if (c["kind"] != "lcm") continue;
+    ++checked;
+    std::string name = c["name"];
+    LcmOptions o;
+    o.timestep_scaling = c["scaling"];
+    o.original_inference_steps = c["original"];
+    LcmSampler s(ns, o);
+    ASSERT_EQ(s.set_timesteps(c["steps"]), to_vec(get(name + "/timesteps"))) << name;
+    auto x = get(name + "/x");
+    auto outs = get(name + "/model_out"), noise = get(name + "/noise"), prevs = get(name + "/prev"), dens = get(name + "/denoised");
+    for (int64_t i = 0; i < outs.size(0); ++i) {
+      auto r = s.step(outs[i], static_cast<size_t>(i), x, noise[i]);
+      double e = std::max(max_err(r.prev_sample, prevs[i]), max_err(r.denoised, dens[i]));
+      worst = std::max(worst, e);
+      ASSERT_LE(e, 1e-6) << name << " step " << i;
+      x = prevs[i];
+    }
+  }
+  EXPECT_EQ(checked, 6);
+  std::printf("LCM worst per-step max abs error vs diffusers: %.3g\n", worst);
+}
+
+TEST(Samplers, McmTimestepsAndGrid) {
+  NoiseSchedule ns;
+  LcmOptions o;
+  o.timestep_scaling = 4;
+  LcmSampler s(ns, o);
+  EXPECT_EQ(s.set_timesteps(1), (std::vector<int64_t>{999}));
+  EXPECT_EQ(s.set_timesteps(2), (std::vector<int64_t>{999, 499}));
+  EXPECT_EQ(s.set_timesteps(4), (std::vector<int64_t>{999, 759, 499, 259}));
+  EXPECT_EQ(s.set_timesteps(8), (std::vector<int64_t>{999, 879, 759, 639, 499, 379, 259, 139}));
+  auto grid = ddim_solver_grid(1000, 50);
+  EXPECT_EQ(grid.front(), 19);
+  EXPECT_EQ(grid.back(), 999);
+  auto [c_skip, c_out] = boundary_scalings(999, 4.0);
+  EXPECT_NEAR(c_skip.item<double>(), 0.25 / (3996.0 * 3996.0 + 0.25), 1e-12);
+  EXPECT_NEAR(c_out.item<double>(), 3996.0 / std::sqrt(3996.0 * 3996.0 + 0.25), 1e-7);
+  test::expect_error<ConfigError>([&] { s.set_timesteps(51); }, {"LCM steps = 51"});
+  test::expect_error<ConfigError>([&] { NoiseSchedule({1000, 0.00085, 0.012, "cosine", false}); }, {"beta_schedule \"cosine\""});
+  test::expect_error<ConfigError>([&] { parse_prediction("x0"); }, {"prediction_type \"x0\""});
+}
