@@ -115,4 +115,77 @@ StepResult LcmSampler::step(const torch::Tensor& out, size_t index, const torch:
   return {a_prev.sqrt() * denoised + b_prev.sqrt() * noise, denoised};
 }
 
+DpmSolverSampler::DpmSolverSampler(const NoiseSchedule& schedule, DpmSolverOptions opt)
+    : schedule_(schedule), opt_(std::move(opt)) {}
+
+const std::vector<int64_t>& DpmSolverSampler::set_timesteps(int64_t steps) {
+  const int64_t T = schedule_.num_train_timesteps();
+  require<ConfigError>(steps >= 1 && steps <= T, "DPM-Solver steps = ", steps, ": must be in [1, ", T, "]");
+  timesteps_.clear();
+  if (opt_.timestep_spacing == "linspace") {
+    // np.linspace(0, T-1, n+1).round()[::-1][:-1]
+    for (int64_t i = steps; i >= 1; --i)
+      timesteps_.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(T - 1) * i / steps)));
+  } else if (opt_.timestep_spacing == "leading") {
+    int64_t ratio = T / (steps + 1);
+    for (int64_t i = steps; i >= 1; --i) timesteps_.push_back(i * ratio + opt_.steps_offset);
+  } else if (opt_.timestep_spacing == "trailing") {
+    double ratio = static_cast<double>(T) / steps;
+    const auto count = static_cast<int64_t>(std::ceil(static_cast<double>(T) / ratio));
+    for (int64_t k = 0; k < count; ++k)
+      timesteps_.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(T) + k * -ratio)) - 1);
+  } else {
+    throw ConfigError(cat("timestep_spacing \"", opt_.timestep_spacing, "\": expected leading, trailing or linspace"));
+  }
+  auto ac = schedule_.alphas_cumprod();
+  auto all = ((1 - ac) / ac).pow(0.5);  // float32, as diffusers computes sigmas before indexing
+  sigmas_.clear();
+  for (auto t : timesteps_) sigmas_.push_back(all[t].clone());
+  sigmas_.push_back(torch::scalar_tensor(0.0, torch::kFloat32));  // final_sigmas_type "zero"
+  prev_x0_ = torch::Tensor();
+  next_index_ = 0;
+  return timesteps_;
+}
+
+namespace {
+// alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t, lambda = log(alpha_t) - log(sigma_t).
+struct AlphaSigma { torch::Tensor alpha, sigma, lambda; };
+AlphaSigma alpha_sigma(const torch::Tensor& s) {
+  auto alpha = 1 / (s.pow(2) + 1).pow(0.5);
+  auto sigma = s * alpha;
+  return {alpha, sigma, torch::log(alpha) - torch::log(sigma)};
+}
+}  // namespace
+
+StepResult DpmSolverSampler::step(const torch::Tensor& out, size_t index, const torch::Tensor& x) {
+  require<DataError>(index < timesteps_.size(), "DPM-Solver step ", index, " of ", timesteps_.size(), " (call set_timesteps)");
+  require<DataError>(index == next_index_, "DPM-Solver steps must run in order: got ", index, ", expected ", next_index_);
+  const size_t n = timesteps_.size();
+  auto s0 = alpha_sigma(sigmas_[index]);
+  torch::Tensor x0;
+  switch (opt_.prediction) {
+    case Prediction::epsilon: x0 = (x - s0.sigma * out) / s0.alpha; break;
+    case Prediction::sample: x0 = out; break;
+    case Prediction::v_prediction: x0 = s0.alpha * x - s0.sigma * out; break;
+  }
+  auto t = alpha_sigma(sigmas_[index + 1]);
+  auto h = t.lambda - s0.lambda;
+  // lower_order_final: the last step is first order (always, with a zero final sigma);
+  // the first step has no history.
+  const bool first_order = index == 0 || index + 1 == n;
+  torch::Tensor prev;
+  if (first_order) {
+    prev = (t.sigma / s0.sigma) * x - (t.alpha * (torch::exp(-h) - 1.0)) * x0;
+  } else {
+    auto s1 = alpha_sigma(sigmas_[index - 1]);
+    auto h0 = s0.lambda - s1.lambda;
+    auto r0 = h0 / h;
+    auto d1 = (1.0 / r0) * (x0 - prev_x0_);
+    prev = (t.sigma / s0.sigma) * x - (t.alpha * (torch::exp(-h) - 1.0)) * x0 - 0.5 * (t.alpha * (torch::exp(-h) - 1.0)) * d1;
+  }
+  prev_x0_ = x0;
+  ++next_index_;
+  return {prev, x0};
+}
+
 }  // namespace mcm::diffusion

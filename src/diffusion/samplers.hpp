@@ -68,6 +68,31 @@ class LcmSampler {
   torch::Tensor final_abar_;
 };
 
+struct DpmSolverOptions {
+  std::string timestep_spacing = "linspace";  ///< diffusers' default for this scheduler
+  int64_t steps_offset = 0;
+  Prediction prediction = Prediction::epsilon;
+};
+
+/// DPM-Solver++(2M): multistep, second order (midpoint), first order at the start and at the
+/// last step (lower_order_final), final sigma zero. Stateful: call step() for index 0, 1, ...
+class DpmSolverSampler {
+ public:
+  DpmSolverSampler(const NoiseSchedule& schedule, DpmSolverOptions opt = {});
+  const std::vector<int64_t>& set_timesteps(int64_t steps);
+  const std::vector<int64_t>& timesteps() const { return timesteps_; }
+  /// Step `index`; must be called in order from 0 after set_timesteps (the history is reset there).
+  StepResult step(const torch::Tensor& model_out, size_t index, const torch::Tensor& sample);
+
+ private:
+  const NoiseSchedule& schedule_;
+  DpmSolverOptions opt_;
+  std::vector<int64_t> timesteps_;
+  std::vector<torch::Tensor> sigmas_;  ///< per step plus the final 0, float32 0-dim
+  torch::Tensor prev_x0_;              ///< x0 prediction of the previous step
+  size_t next_index_ = 0;
+};
+
 /// The DDIM solver grid of consistency distillation: tau_i = (T / n)(i + 1) - 1, i = 0..n-1.
 std::vector<int64_t> ddim_solver_grid(int64_t num_train_timesteps, int64_t n);
 

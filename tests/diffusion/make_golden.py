@@ -7,7 +7,7 @@ import json
 import sys
 
 import torch
-from diffusers import DDIMScheduler, LCMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from safetensors.torch import save_file
 
 SHAPE = (2, 4, 3, 5, 5)  # [B, C, T, H, W] video latents
@@ -65,5 +65,22 @@ for steps, scaling, original in [(1, 4.0, 50), (2, 4.0, 50), (4, 4.0, 50), (8, 4
     for k, v in (("model_out", outs), ("noise", noises), ("prev", prevs), ("denoised", dens)):
         put(f"{name}/{k}", torch.stack(v))
     cases.append({"kind": "lcm", "name": name, "steps": steps, "scaling": scaling, "original": original})
+
+for spacing, offset, steps, pred in [("linspace", 0, 20, "epsilon"), ("linspace", 0, 1, "epsilon"), ("linspace", 0, 2, "epsilon"),
+                                     ("leading", 1, 8, "epsilon"), ("trailing", 0, 4, "v_prediction"), ("linspace", 0, 25, "sample")]:
+    name = f"dpm/{spacing}/{offset}/{steps}/{pred}"
+    s = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing=spacing,
+                                    steps_offset=offset, prediction_type=pred)
+    s.set_timesteps(steps)
+    x = torch.randn(SHAPE, generator=g)
+    put(name + "/timesteps", s.timesteps.to(torch.int64))
+    put(name + "/x", x)
+    outs, prevs = [], []
+    for t in s.timesteps:  # a whole trajectory: the solver carries history between steps
+        m = torch.randn(SHAPE, generator=g)
+        x = s.step(m, t, x).prev_sample
+        outs.append(m); prevs.append(x)
+    put(name + "/model_out", torch.stack(outs)); put(name + "/prev", torch.stack(prevs))
+    cases.append({"kind": "dpm", "name": name, "spacing": spacing, "offset": offset, "steps": steps, "prediction": pred})
 
 save_file(out, sys.argv[1], metadata={"cases": json.dumps(cases)})
