@@ -7,6 +7,17 @@
 #include "core/error.hpp"
 
 namespace mcm::diffusion {
+namespace {
+// "trailing" spacing, shared by DDIM and DPM-Solver: np.round(np.arange(T, 0, -T/n)) - 1, where
+// arange yields ceil(T / ratio) values start + k * step.
+std::vector<int64_t> trailing_timesteps(int64_t T, int64_t steps) {
+  const double ratio = static_cast<double>(T) / steps;
+  const auto count = static_cast<int64_t>(std::ceil(static_cast<double>(T) / ratio));
+  std::vector<int64_t> out;
+  for (int64_t k = 0; k < count; ++k) out.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(T) + k * -ratio)) - 1);
+  return out;
+}
+}  // namespace
 
 DdimSampler::DdimSampler(const NoiseSchedule& schedule, DdimOptions opt) : schedule_(schedule), opt_(std::move(opt)) {
   final_abar_ = opt_.set_alpha_to_one ? torch::scalar_tensor(1.0, torch::kFloat32) : schedule_.alphas_cumprod()[0];
@@ -27,11 +38,7 @@ const std::vector<int64_t>& DdimSampler::set_timesteps(int64_t steps) {
     int64_t ratio = T / steps;
     for (int64_t i = steps - 1; i >= 0; --i) timesteps_.push_back(i * ratio + opt_.steps_offset);
   } else if (opt_.timestep_spacing == "trailing") {
-    double ratio = static_cast<double>(T) / steps;
-    // np.round(np.arange(T, 0, -ratio)) - 1: arange computes start + k * step.
-    const auto count = static_cast<int64_t>(std::ceil(static_cast<double>(T) / ratio));  // numpy's length
-    for (int64_t k = 0; k < count; ++k)
-      timesteps_.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(T) + k * -ratio)) - 1);
+    timesteps_ = trailing_timesteps(T, steps);
   } else {
     throw ConfigError(cat("timestep_spacing \"", opt_.timestep_spacing, "\": expected leading, trailing or linspace"));
   }
@@ -130,10 +137,7 @@ const std::vector<int64_t>& DpmSolverSampler::set_timesteps(int64_t steps) {
     int64_t ratio = T / (steps + 1);
     for (int64_t i = steps; i >= 1; --i) timesteps_.push_back(i * ratio + opt_.steps_offset);
   } else if (opt_.timestep_spacing == "trailing") {
-    double ratio = static_cast<double>(T) / steps;
-    const auto count = static_cast<int64_t>(std::ceil(static_cast<double>(T) / ratio));
-    for (int64_t k = 0; k < count; ++k)
-      timesteps_.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(T) + k * -ratio)) - 1);
+    timesteps_ = trailing_timesteps(T, steps);
   } else {
     throw ConfigError(cat("timestep_spacing \"", opt_.timestep_spacing, "\": expected leading, trailing or linspace"));
   }
