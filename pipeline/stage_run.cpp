@@ -112,16 +112,7 @@ json StageRun::record_output(const std::filesystem::path& output, json extra) {
   return entry;
 }
 
-void StageRun::record_reused(json entry) {
-  if (!entry.contains("reused_from")) {
-    json doc = manifest_.read();  // named: a range-for over a temporary's member would dangle
-    for (auto& r : doc["records"])
-      for (auto& o : r.value("outputs", json::array()))
-        if (o.value("path", "") == entry.value("path", "") && o.value("checksum", "") == entry.value("checksum", ""))
-          entry["reused_from"] = r.value("id", "");
-  }
-  manifest_.add_output(id_, entry);
-}
+void StageRun::record_reused(const json& entry) { manifest_.add_output(id_, entry); }
 
 bool StageRun::finish(const std::vector<std::string>& my_errors) {
   std::string joined;

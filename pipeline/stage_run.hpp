@@ -30,8 +30,8 @@ class StageRun {
   std::optional<manifest::json> reusable(const std::filesystem::path& output, const std::string& input_checksum) const;
   /// Records a committed output: file_entry(output) merged with `extra` (counts, input...).
   manifest::json record_output(const std::filesystem::path& output, manifest::json extra);
-  /// Records a reused entry under this run (marked "reused_from").
-  void record_reused(manifest::json entry);
+  /// Records an entry returned by reusable() under this run (it names its producer in "reused_from").
+  void record_reused(const manifest::json& entry);
 
   /// Collective. Sums the "counts" of every output entry of this record, gathers errors from
   /// all ranks, sets status "complete" (no errors) or "failed". Returns true if complete.

@@ -107,8 +107,12 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
 std::map<std::string, json> recorded_outputs(const json& doc, const std::string& stage) {
   std::map<std::string, json> out;
   for (auto& r : doc.at("records")) {
-    if (r.value("stage", "") != stage || r.value("status", "") == "failed_verification") continue;
-    for (auto& o : r.value("outputs", json::array())) out[o.at("path").get<std::string>()] = o;
+    if (r.value("stage", "") != stage) continue;
+    for (auto& o : r.value("outputs", json::array())) {
+      json e = o;
+      if (!e.contains("reused_from")) e["reused_from"] = r.value("id", "");  // the record that produced it
+      out[o.at("path").get<std::string>()] = std::move(e);
+    }
   }
   return out;
 }

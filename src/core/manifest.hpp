@@ -44,9 +44,10 @@ class Manifest {
 
 /// The record with this id, or nullptr.
 const json* find_record(const json& doc, const std::string& id);
-/// Latest output entry per path among records of `stage`, for entries whose record or own
-/// entry says complete. Outputs of running records count: each was added after its file
-/// was committed. Used to skip finished work.
+/// Latest output entry per path among records of `stage`. Outputs of running records count:
+/// each was added after its file was committed. Each entry carries "reused_from", the id of the
+/// record that produced the file (kept from the entry when it was itself reused). Used to skip
+/// finished work.
 std::map<std::string, json> recorded_outputs(const json& doc, const std::string& stage);
 
 /// Rechecks every recorded file (size and checksum, latest record per path) and every stage's
