@@ -108,14 +108,9 @@ StepResult LcmSampler::step(const torch::Tensor& out, size_t index, const torch:
   const int64_t prev = last ? t : timesteps_[index + 1];
   auto a = schedule_.abar(t);
   auto a_prev = prev >= 0 ? schedule_.abar(prev) : final_abar_;
-  auto b = 1 - a, b_prev = 1 - a_prev;
+  auto b_prev = 1 - a_prev;
   auto [c_skip, c_out] = boundary_scalings(t, opt_.timestep_scaling);
-  torch::Tensor x0;
-  switch (opt_.prediction) {
-    case Prediction::epsilon: x0 = (x - b.sqrt() * out) / a.sqrt(); break;
-    case Prediction::sample: x0 = out; break;
-    case Prediction::v_prediction: x0 = a.sqrt() * x - b.sqrt() * out; break;
-  }
+  auto x0 = schedule_.predict_x0(out, x, t, opt_.prediction);
   if (opt_.clip_sample) x0 = x0.clamp(-opt_.clip_sample_range, opt_.clip_sample_range);
   auto denoised = c_out * x0 + c_skip * x;
   if (last) return {denoised, denoised};
