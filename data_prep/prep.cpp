@@ -45,6 +45,14 @@ struct Encoders {
   std::unique_ptr<models::TextEncoder> text;
 };
 
+// IEEE half bit patterns of a tensor, in row-major order (what the HDF5 writer stores).
+std::vector<uint16_t> half_bits(const torch::Tensor& t) {
+  auto h = t.contiguous().to(torch::kFloat16);
+  std::vector<uint16_t> out(static_cast<size_t>(h.numel()));
+  std::memcpy(out.data(), h.data_ptr(), out.size() * sizeof(uint16_t));
+  return out;
+}
+
 // Frames [T, H, W, 3] uint8 -> latents [C, T, h, w] as half bits (video) or [C, h, w] (image).
 std::vector<uint16_t> encode_frames(const io::DecodedClip& clip, models::FrameAutoencoder& ae, int64_t batch, bool video) {
   torch::NoGradGuard ng;
@@ -55,17 +63,11 @@ std::vector<uint16_t> encode_frames(const io::DecodedClip& clip, models::FrameAu
   auto z = torch::cat(parts, 0);  // [T, C, h, w]
   if (video) z = z.permute({1, 0, 2, 3});
   else z = z[0];
-  z = z.contiguous().to(torch::kFloat16);
-  std::vector<uint16_t> out(static_cast<size_t>(z.numel()));
-  std::memcpy(out.data(), z.data_ptr(), out.size() * 2);
-  return out;
+  return half_bits(z);
 }
 
 std::vector<uint16_t> encode_text(const std::string& caption, models::TextEncoder& te) {
-  auto e = te.encode({caption})[0].contiguous().to(torch::kFloat16);
-  std::vector<uint16_t> out(static_cast<size_t>(e.numel()));
-  std::memcpy(out.data(), e.data_ptr(), out.size() * 2);
-  return out;
+  return half_bits(te.encode({caption})[0]);
 }
 
 struct ShardJob {
