@@ -15,7 +15,7 @@ PixelShuffleAutoencoder::PixelShuffleAutoencoder(int64_t factor, double scaling)
   require<ConfigError>(factor >= 1, "pixel_shuffle factor ", factor, " must be >= 1");
 }
 
-torch::Tensor PixelShuffleAutoencoder::encode(const torch::Tensor& x) {
+torch::Tensor PixelShuffleAutoencoder::encode(const torch::Tensor& x, uint64_t) {
   require<DataError>(x.dim() == 4 && x.size(1) == 3 && x.size(2) % factor_ == 0 && x.size(3) % factor_ == 0,
                      "pixel_shuffle encode: expected [N,3,H,W] with H,W divisible by ", factor_, ", got ", x.sizes());
   return torch::pixel_unshuffle(x, factor_) * scaling_;

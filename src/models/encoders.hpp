@@ -18,13 +18,17 @@ class FrameAutoencoder {
  public:
   virtual ~FrameAutoencoder() = default;
   /// [N, 3, H, W] float in [-1, 1] -> [N, C, H/f, W/f], already multiplied by scaling_factor().
-  virtual torch::Tensor encode(const torch::Tensor& frames) = 0;
+  /// `noise_seed` seeds any sampling (a VAE posterior sample), so results never depend on the
+  /// rank or order that clips are encoded in.
+  virtual torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) = 0;
   /// Inverse of encode (expects scaled latents).
   virtual torch::Tensor decode(const torch::Tensor& latents) = 0;
   virtual int64_t latent_channels() const = 0;
   virtual int64_t downsample() const = 0;
   virtual double scaling_factor() const = 0;
   virtual std::string name() const = 0;
+  /// Checksum of what the config cannot describe (weight files); "" if none.
+  virtual std::string content_hash() const { return ""; }
 };
 
 /// Captions -> token embeddings [B, L, D].
@@ -43,7 +47,7 @@ class TextEncoder {
 class PixelShuffleAutoencoder : public FrameAutoencoder {
  public:
   PixelShuffleAutoencoder(int64_t factor, double scaling);
-  torch::Tensor encode(const torch::Tensor& frames) override;
+  torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
   int64_t latent_channels() const override { return 3 * factor_ * factor_; }
   int64_t downsample() const override { return factor_; }

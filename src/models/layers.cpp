@@ -1,0 +1,239 @@
+// The diffusers building blocks (see layers.hpp); each forward mirrors the reference op order.
+#include "models/layers.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace mcm::models::layers {
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+}
+
+nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
+  require<ConfigError>(groups > 0 && channels % groups == 0, "GroupNorm: ", channels,
+                       " channels are not divisible into ", groups, " groups (norm_num_groups)");
+  return nn::GroupNorm(nn::GroupNormOptions(groups, channels).eps(eps).affine(true));
+}
+
+torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
+                                 double downscale_freq_shift) {
+  require<DataError>(timesteps.dim() == 1, "timesteps must be 1-D, got ", timesteps.sizes());
+  const int64_t half = dim / 2;
+  auto exponent = -std::log(10000.0) *
+                  torch::arange(0, half, torch::TensorOptions().dtype(torch::kFloat32).device(timesteps.device()));
+  exponent = exponent / (static_cast<double>(half) - downscale_freq_shift);
+  auto emb = torch::exp(exponent);
+  emb = timesteps.unsqueeze(1).to(torch::kFloat32) * emb.unsqueeze(0);
+  emb = torch::cat({torch::sin(emb), torch::cos(emb)}, -1);
+  if (flip_sin_to_cos) emb = torch::cat({emb.slice(1, half), emb.slice(1, 0, half)}, -1);
+  if (dim % 2 == 1) emb = F::pad(emb, F::PadFuncOptions({0, 1, 0, 0}));
+  return emb;
+}
+
+TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in, int64_t dim, int64_t cond_proj_dim) {
+  linear_1 = register_module("linear_1", nn::Linear(in, dim));
+  if (cond_proj_dim > 0) cond_proj = register_module("cond_proj", nn::Linear(nn::LinearOptions(cond_proj_dim, in).bias(false)));
+  linear_2 = register_module("linear_2", nn::Linear(dim, dim));
+}
+
+torch::Tensor TimestepEmbeddingImpl::forward(torch::Tensor x, const std::optional<torch::Tensor>& cond) {
+  if (cond) {
+    require<DataError>(!cond_proj.is_empty(), "timestep_cond given but the model has no time_cond_proj_dim");
+    x = x + cond_proj(*cond);
+  } else {
+    require<DataError>(cond_proj.is_empty(), "the model has time_cond_proj_dim but no timestep_cond was given");
+  }
+  return linear_2(torch::silu(linear_1(x)));
+}
+
+ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps,
+                                     double output_scale_factor, double dropout)
+    : output_scale_factor_(output_scale_factor) {
+  norm1 = register_module("norm1", group_norm(groups, in, eps));
+  conv1 = register_module("conv1", conv2d(in, out, 3, 1, 1));
+  if (temb_channels > 0) time_emb_proj = register_module("time_emb_proj", nn::Linear(temb_channels, out));
+  norm2 = register_module("norm2", group_norm(groups, out, eps));
+  dropout_ = register_module("dropout", nn::Dropout(dropout));
+  conv2 = register_module("conv2", conv2d(out, out, 3, 1, 1));
+  if (in != out) conv_shortcut = register_module("conv_shortcut", conv2d(in, out, 1));
+}
+
+torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const std::optional<torch::Tensor>& temb) {
+  auto h = conv1(torch::silu(norm1(x)));
+  if (!time_emb_proj.is_empty()) {
+    require<DataError>(temb.has_value(), "ResnetBlock2D needs a time embedding");
+    h = h + time_emb_proj(torch::silu(*temb)).unsqueeze(-1).unsqueeze(-1);
+  }
+  h = conv2(dropout_(torch::silu(norm2(h))));
+  auto shortcut = conv_shortcut.is_empty() ? x : conv_shortcut(x);
+  auto out = shortcut + h;
+  return output_scale_factor_ == 1.0 ? out : out / output_scale_factor_;
+}
+
+AttentionImpl::AttentionImpl(const AttentionOptions& o) : o_(o) {
+  const int64_t inner = o.heads * o.dim_head;
+  const int64_t kv_in = o.cross_dim > 0 ? o.cross_dim : o.query_dim;
+  if (o.group_norm_groups > 0)
+    group_norm = register_module("group_norm", layers::group_norm(o.group_norm_groups, o.query_dim, o.group_norm_eps));
+  to_q = register_module("to_q", nn::Linear(nn::LinearOptions(o.query_dim, inner).bias(o.qkv_bias)));
+  to_k = register_module("to_k", nn::Linear(nn::LinearOptions(kv_in, inner).bias(o.qkv_bias)));
+  to_v = register_module("to_v", nn::Linear(nn::LinearOptions(kv_in, inner).bias(o.qkv_bias)));
+  out_proj = nn::Linear(nn::LinearOptions(inner, o.query_dim).bias(o.out_bias));
+  out_dropout = nn::Dropout(o.dropout);
+  to_out = register_module("to_out", nn::ModuleList(out_proj, out_dropout));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const std::optional<torch::Tensor>& context) {
+  const bool spatial = input.dim() == 4;
+  torch::Tensor x = input;
+  if (spatial) x = input.flatten(2).transpose(1, 2);  // [B, HW, C]
+  if (!group_norm.is_empty()) x = group_norm(x.transpose(1, 2)).transpose(1, 2);
+  const torch::Tensor& kv = context ? *context : x;
+  const int64_t B = x.size(0);
+  auto heads = [&](const torch::Tensor& t) { return t.view({B, -1, o_.heads, o_.dim_head}).transpose(1, 2); };
+  auto q = heads(to_q(x)), k = heads(to_k(kv)), v = heads(to_v(kv));
+  auto a = at::scaled_dot_product_attention(q, k, v);
+  a = a.transpose(1, 2).reshape({B, -1, o_.heads * o_.dim_head});
+  auto out = out_dropout(out_proj(a));
+  if (spatial) out = out.transpose(-1, -2).reshape(input.sizes());
+  if (o_.residual) out = out + input;
+  if (o_.rescale_output_factor != 1.0) out = out / o_.rescale_output_factor;
+  return out;
+}
+
+GegluImpl::GegluImpl(int64_t in, int64_t out) { proj = register_module("proj", nn::Linear(in, out * 2)); }
+
+torch::Tensor GegluImpl::forward(const torch::Tensor& x) {
+  auto parts = proj(x).chunk(2, -1);
+  return parts[0] * torch::gelu(parts[1]);
+}
+
+FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult, double dropout) {
+  const int64_t inner = dim * mult;
+  geglu = Geglu(dim, inner);
+  drop = nn::Dropout(dropout);
+  out = nn::Linear(inner, dim);
+  net = register_module("net", nn::ModuleList(geglu, drop, out));
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) { return out(drop(geglu(x))); }
+
+BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_dim,
+                                                     double dropout) {
+  auto ln = [&] { return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5).elementwise_affine(true)); };
+  AttentionOptions a;
+  a.query_dim = dim;
+  a.heads = heads;
+  a.dim_head = dim_head;
+  a.dropout = dropout;
+  norm1 = register_module("norm1", ln());
+  attn1 = register_module("attn1", Attention(a));
+  a.cross_dim = cross_dim;
+  norm2 = register_module("norm2", ln());
+  attn2 = register_module("attn2", Attention(a));
+  norm3 = register_module("norm3", ln());
+  ff = register_module("ff", FeedForward(dim, 4, dropout));
+}
+
+torch::Tensor BasicTransformerBlockImpl::forward(torch::Tensor x, const std::optional<torch::Tensor>& context) {
+  x = attn1(norm1(x)) + x;
+  x = attn2(norm2(x), context) + x;
+  return ff(norm3(x)) + x;
+}
+
+Transformer2DImpl::Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups,
+                                     int64_t cross_dim) {
+  const int64_t inner = heads * dim_head;
+  norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
+  proj_in = register_module("proj_in", nn::Linear(in_channels, inner));
+  transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
+  blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, cross_dim));
+  transformer_blocks->push_back(blocks_.back());
+  proj_out = register_module("proj_out", nn::Linear(inner, in_channels));
+}
+
+torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  auto h = norm(x).permute({0, 2, 3, 1}).reshape({B, H * W, C});
+  h = proj_in(h);
+  for (auto& block : blocks_) h = block(h, context);
+  h = proj_out(h);
+  h = h.reshape({B, H, W, -1}).permute({0, 3, 1, 2}).contiguous();
+  return h + x;
+}
+
+TransformerTemporalImpl::TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups) {
+  const int64_t inner = heads * dim_head;
+  norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
+  proj_in = register_module("proj_in", nn::Linear(in_channels, inner));
+  transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
+  blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, /*cross_dim=*/0));
+  transformer_blocks->push_back(blocks_.back());
+  proj_out = register_module("proj_out", nn::Linear(inner, in_channels));
+}
+
+torch::Tensor TransformerTemporalImpl::forward(const torch::Tensor& x, int64_t F) {
+  const int64_t BF = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = BF / F;
+  auto h = x.reshape({B, F, C, H, W}).permute({0, 2, 1, 3, 4});
+  h = norm(h);
+  h = h.permute({0, 3, 4, 2, 1}).reshape({B * H * W, F, C});
+  h = proj_in(h);
+  for (auto& block : blocks_) h = block(h, std::nullopt);
+  h = proj_out(h);
+  h = h.reshape({B, H, W, F, C}).permute({0, 3, 4, 1, 2}).contiguous().reshape({BF, C, H, W});
+  return h + x;
+}
+
+TemporalConvLayerImpl::TemporalConvLayerImpl(int64_t dim, int64_t groups, double dropout) {
+  auto conv3d = [&] {
+    return nn::Conv3d(nn::Conv3dOptions(dim, dim, {3, 1, 1}).padding({1, 0, 0}));
+  };
+  conv1 = register_module("conv1", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), conv3d()));
+  conv2 = register_module("conv2", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
+  conv3 = register_module("conv3", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
+  conv4 = register_module("conv4", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
+  // The reference zero-initialises the last conv so a fresh layer is the identity.
+  torch::NoGradGuard g;
+  for (auto& p : conv4[3]->parameters()) p.zero_();
+}
+
+torch::Tensor TemporalConvLayerImpl::forward(const torch::Tensor& x, int64_t F) {
+  const int64_t BF = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  auto h = x.reshape({BF / F, F, C, H, W}).permute({0, 2, 1, 3, 4});
+  auto identity = h;
+  h = conv4->forward(conv3->forward(conv2->forward(conv1->forward(h))));
+  h = identity + h;
+  return h.permute({0, 2, 1, 3, 4}).reshape({BF, C, H, W});
+}
+
+Downsample2DImpl::Downsample2DImpl(int64_t channels, int64_t padding) : padding_(padding) {
+  conv = register_module("conv", conv2d(channels, channels, 3, 2, padding));
+}
+
+torch::Tensor Downsample2DImpl::forward(const torch::Tensor& x) {
+  if (padding_ == 0) return conv(F::pad(x, F::PadFuncOptions({0, 1, 0, 1}).mode(torch::kConstant).value(0)));
+  return conv(x);
+}
+
+Upsample2DImpl::Upsample2DImpl(int64_t channels) { conv = register_module("conv", conv2d(channels, channels, 3, 1, 1)); }
+
+torch::Tensor Upsample2DImpl::forward(const torch::Tensor& x, const std::optional<std::vector<int64_t>>& size) {
+  // As the reference: bf16 nearest upsampling runs in fp32; large batches are made contiguous.
+  const auto dtype = x.scalar_type();
+  torch::Tensor h = dtype == torch::kBFloat16 ? x.to(torch::kFloat32) : x;
+  if (h.size(0) >= 64) h = h.contiguous();
+  auto opts = F::InterpolateFuncOptions().mode(torch::kNearest);
+  if (size)
+    opts.size(*size);
+  else
+    opts.scale_factor(std::vector<double>{2.0, 2.0});
+  h = F::interpolate(h, opts);
+  if (dtype == torch::kBFloat16) h = h.to(dtype);
+  return conv(h);
+}
+
+}  // namespace mcm::models::layers

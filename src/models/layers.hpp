@@ -1,0 +1,182 @@
+// Building blocks of the diffusers UNets and VAE, with diffusers' attribute names, so that
+// `named_parameters()` yields the reference state-dict keys ("resnets.0.conv1.weight", ...).
+// Each block follows the reference forward exactly (same op order, same eps, same attention op)
+// so fp32 outputs agree to rounding. Include only from model translation units.
+#pragma once
+#include <torch/torch.h>
+
+#include <optional>
+
+namespace mcm::models::layers {
+
+/// Sinusoidal timestep features as diffusers' get_timestep_embedding (max_period 10000).
+torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
+                                 double downscale_freq_shift);
+
+/// linear_1 -> SiLU -> linear_2, with an optional cond_proj added to the input first.
+class TimestepEmbeddingImpl : public torch::nn::Module {
+ public:
+  TimestepEmbeddingImpl(int64_t in, int64_t dim, int64_t cond_proj_dim = 0);
+  torch::Tensor forward(torch::Tensor x, const std::optional<torch::Tensor>& cond = std::nullopt);
+
+ private:
+  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr}, cond_proj{nullptr};
+};
+TORCH_MODULE(TimestepEmbedding);
+
+/// ResnetBlock2D (pre-norm, "default" time embedding norm, SiLU). temb_channels 0: no time input.
+class ResnetBlock2DImpl : public torch::nn::Module {
+ public:
+  ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_channels, int64_t groups, double eps,
+                    double output_scale_factor = 1.0, double dropout = 0.0);
+  torch::Tensor forward(const torch::Tensor& x, const std::optional<torch::Tensor>& temb = std::nullopt);
+
+ private:
+  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
+  torch::nn::Linear time_emb_proj{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+  double output_scale_factor_;
+};
+TORCH_MODULE(ResnetBlock2D);
+
+/// Attention (diffusers `Attention` with AttnProcessor2_0): to_q/to_k/to_v, to_out.0, scaled dot
+/// product attention. cross_dim 0 means self-attention. `group_norm_groups` > 0 adds the VAE
+/// mid-block form: GroupNorm on the input, [B,C,H,W] in and out, residual, rescale.
+struct AttentionOptions {
+  int64_t query_dim = 0;
+  int64_t cross_dim = 0;
+  int64_t heads = 1;
+  int64_t dim_head = 64;
+  bool qkv_bias = false;
+  bool out_bias = true;
+  double dropout = 0.0;
+  int64_t group_norm_groups = 0;
+  double group_norm_eps = 1e-6;
+  bool residual = false;
+  double rescale_output_factor = 1.0;
+};
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const AttentionOptions& o);
+  /// [B, N, query_dim] (or [B, C, H, W] for the spatial form); context [B, M, cross_dim].
+  torch::Tensor forward(const torch::Tensor& x, const std::optional<torch::Tensor>& context = std::nullopt);
+
+ private:
+  AttentionOptions o_;
+  torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr}, out_proj{nullptr};
+  torch::nn::ModuleList to_out{nullptr};
+  torch::nn::Dropout out_dropout{nullptr};
+  torch::nn::GroupNorm group_norm{nullptr};
+};
+TORCH_MODULE(Attention);
+
+/// GEGLU: proj -> (hidden, gate) -> hidden * gelu(gate) (exact gelu).
+class GegluImpl : public torch::nn::Module {
+ public:
+  GegluImpl(int64_t in, int64_t out);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Linear proj{nullptr};
+};
+TORCH_MODULE(Geglu);
+
+/// FeedForward with GEGLU: net.0 (GEGLU), net.1 (dropout), net.2 (Linear).
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  FeedForwardImpl(int64_t dim, int64_t mult = 4, double dropout = 0.0);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::ModuleList net{nullptr};
+  Geglu geglu{nullptr};
+  torch::nn::Dropout drop{nullptr};
+  torch::nn::Linear out{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+/// BasicTransformerBlock (layer_norm): self-attention, cross-attention (or a second self-attention
+/// when cross_dim is 0, diffusers' double_self_attention), GEGLU feed-forward; LayerNorm eps 1e-5.
+class BasicTransformerBlockImpl : public torch::nn::Module {
+ public:
+  BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_dim, double dropout = 0.0);
+  torch::Tensor forward(torch::Tensor x, const std::optional<torch::Tensor>& context);
+
+ private:
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  Attention attn1{nullptr}, attn2{nullptr};
+  FeedForward ff{nullptr};
+};
+TORCH_MODULE(BasicTransformerBlock);
+
+/// Transformer2DModel, continuous input with linear projections (use_linear_projection=True, as
+/// every UNet3D block builds it): per frame, attention over H*W tokens with cross-attention.
+class Transformer2DImpl : public torch::nn::Module {
+ public:
+  Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups, int64_t cross_dim);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
+
+ private:
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Linear proj_in{nullptr}, proj_out{nullptr};
+  torch::nn::ModuleList transformer_blocks{nullptr};
+  std::vector<BasicTransformerBlock> blocks_;
+};
+TORCH_MODULE(Transformer2D);
+
+/// TransformerTemporalModel: per pixel, self-attention over the frames (both attentions are
+/// self-attentions); GroupNorm over [B, C, F, H, W].
+class TransformerTemporalImpl : public torch::nn::Module {
+ public:
+  TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups);
+  torch::Tensor forward(const torch::Tensor& x, int64_t num_frames);
+
+ private:
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Linear proj_in{nullptr}, proj_out{nullptr};
+  torch::nn::ModuleList transformer_blocks{nullptr};
+  std::vector<BasicTransformerBlock> blocks_;
+};
+TORCH_MODULE(TransformerTemporal);
+
+/// ModelScope's TemporalConvLayer: four GroupNorm-SiLU-(Dropout)-Conv3d(3,1,1) stages over time,
+/// residual. conv1 is Sequential(GN, SiLU, Conv3d); conv2..4 are Sequential(GN, SiLU, Dropout, Conv3d).
+class TemporalConvLayerImpl : public torch::nn::Module {
+ public:
+  TemporalConvLayerImpl(int64_t dim, int64_t groups, double dropout = 0.1);
+  torch::Tensor forward(const torch::Tensor& x, int64_t num_frames);
+
+ private:
+  torch::nn::Sequential conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr};
+};
+TORCH_MODULE(TemporalConvLayer);
+
+/// Downsample2D with a stride-2 3x3 conv named `conv`; padding 0 pads (0,1,0,1) first (VAE).
+class Downsample2DImpl : public torch::nn::Module {
+ public:
+  Downsample2DImpl(int64_t channels, int64_t padding);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Conv2d conv{nullptr};
+  int64_t padding_;
+};
+TORCH_MODULE(Downsample2D);
+
+/// Upsample2D: nearest x2 (or to `size`), then a 3x3 conv named `conv`.
+class Upsample2DImpl : public torch::nn::Module {
+ public:
+  explicit Upsample2DImpl(int64_t channels);
+  torch::Tensor forward(const torch::Tensor& x, const std::optional<std::vector<int64_t>>& size = std::nullopt);
+
+ private:
+  torch::nn::Conv2d conv{nullptr};
+};
+TORCH_MODULE(Upsample2D);
+
+/// Helpers shared by the model files.
+torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
+torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps);
+
+}  // namespace mcm::models::layers

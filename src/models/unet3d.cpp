@@ -1,0 +1,262 @@
+// UNet3DConditionModel (ModelScopeT2V) with diffusers' structure, names and forward.
+#include "models/unet3d.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "models/weights.hpp"
+
+namespace mcm::models {
+namespace nn = torch::nn;
+namespace fs = std::filesystem;
+using namespace layers;
+
+Unet3DConfig Unet3DConfig::from_json(const nlohmann::json& doc, const fs::path& file) {
+  ConfigReader r(doc, file);
+  Unet3DConfig c;
+  if (r.has("_class_name") && r.string("_class_name") != "UNet3DConditionModel")
+    r.fail("_class_name", cat("expected UNet3DConditionModel, got ", r.string("_class_name")));
+  c.in_channels = r.integer("in_channels", c.in_channels);
+  c.out_channels = r.integer("out_channels", c.out_channels);
+  c.down_block_types = r.strings("down_block_types", c.down_block_types);
+  c.up_block_types = r.strings("up_block_types", c.up_block_types);
+  c.block_out_channels = r.integers("block_out_channels", c.block_out_channels);
+  c.layers_per_block = r.integer("layers_per_block", c.layers_per_block);
+  c.downsample_padding = r.integer("downsample_padding", c.downsample_padding);
+  c.mid_block_scale_factor = r.number("mid_block_scale_factor", c.mid_block_scale_factor);
+  c.norm_num_groups = r.integer("norm_num_groups", c.norm_num_groups);
+  c.norm_eps = r.number("norm_eps", c.norm_eps);
+  c.cross_attention_dim = r.integer("cross_attention_dim", c.cross_attention_dim);
+  if (r.has("attention_head_dim") && doc.at("attention_head_dim").is_array())
+    r.fail("attention_head_dim", "a list is not supported: UNet3DConditionModel builds transformer_in from one value");
+  c.attention_head_dim = r.integer("attention_head_dim", c.attention_head_dim);
+  c.time_cond_proj_dim = r.integer("time_cond_proj_dim", 0);
+  c.sample_size = r.integer("sample_size", c.sample_size);
+  if (r.has("num_attention_heads"))
+    r.fail("num_attention_heads", "must be null: UNet3DConditionModel reads the head width from attention_head_dim");
+  if (r.string("act_fn", "silu") != "silu") r.fail("act_fn", "only \"silu\" is supported");
+  const size_t n = c.block_out_channels.size();
+  if (n == 0) r.fail("block_out_channels", "empty");
+  if (c.down_block_types.size() != n)
+    r.fail("down_block_types", cat(c.down_block_types.size(), " blocks but ", n, " block_out_channels"));
+  if (c.up_block_types.size() != n)
+    r.fail("up_block_types", cat(c.up_block_types.size(), " blocks but ", n, " block_out_channels"));
+  for (const auto& t : c.down_block_types)
+    if (t != "CrossAttnDownBlock3D" && t != "DownBlock3D") r.fail("down_block_types", cat("unknown block type ", t));
+  for (const auto& t : c.up_block_types)
+    if (t != "CrossAttnUpBlock3D" && t != "UpBlock3D") r.fail("up_block_types", cat("unknown block type ", t));
+  for (int64_t ch : c.block_out_channels) {
+    if (ch <= 0 || ch % c.norm_num_groups != 0)
+      r.fail("block_out_channels", cat(ch, " is not a positive multiple of norm_num_groups ", c.norm_num_groups));
+    if (ch % c.attention_head_dim != 0)
+      r.fail("attention_head_dim", cat(c.attention_head_dim, " does not divide block width ", ch));
+  }
+  if (c.layers_per_block < 1) r.fail("layers_per_block", "must be >= 1");
+  return c;
+}
+
+nlohmann::json Unet3DConfig::to_json() const {
+  return {{"_class_name", "UNet3DConditionModel"},
+          {"_diffusers_version", "0.42.1"},
+          {"act_fn", "silu"},
+          {"attention_head_dim", attention_head_dim},
+          {"block_out_channels", block_out_channels},
+          {"cross_attention_dim", cross_attention_dim},
+          {"down_block_types", down_block_types},
+          {"downsample_padding", downsample_padding},
+          {"in_channels", in_channels},
+          {"layers_per_block", layers_per_block},
+          {"mid_block_scale_factor", mid_block_scale_factor},
+          {"norm_eps", norm_eps},
+          {"norm_num_groups", norm_num_groups},
+          {"num_attention_heads", nullptr},
+          {"out_channels", out_channels},
+          {"sample_size", sample_size},
+          {"time_cond_proj_dim", time_cond_proj_dim > 0 ? nlohmann::json(time_cond_proj_dim) : nlohmann::json(nullptr)},
+          {"up_block_types", up_block_types}};
+}
+
+/// One down, mid or up block: resnets and temp_convs, optionally attentions and temp_attentions,
+/// and a downsampler or upsampler, with diffusers' list names.
+struct Unet3DImpl::Block : nn::Module {
+  enum Kind { Down, Mid, Up } kind;
+  bool cross;
+  std::vector<ResnetBlock2D> res;
+  std::vector<TemporalConvLayer> tconv;
+  std::vector<Transformer2D> attn;
+  std::vector<TransformerTemporal> tattn;
+  Downsample2D down{nullptr};
+  Upsample2D up{nullptr};
+
+  Block(Kind k, bool cross_attention) : kind(k), cross(cross_attention) {}
+
+  void add_layer(const Unet3DConfig& c, int64_t in, int64_t out, double scale, bool with_attention) {
+    res.push_back(ResnetBlock2D(in, out, c.block_out_channels[0] * 4, c.norm_num_groups, c.norm_eps, scale));
+    tconv.push_back(TemporalConvLayer(out, c.norm_num_groups, 0.1));
+    if (with_attention) {
+      const int64_t heads = out / c.attention_head_dim;
+      attn.push_back(Transformer2D(heads, c.attention_head_dim, out, c.norm_num_groups, c.cross_attention_dim));
+      tattn.push_back(TransformerTemporal(heads, c.attention_head_dim, out, c.norm_num_groups));
+    }
+  }
+  // Registration order follows diffusers' (resnets, temp_convs, attentions, temp_attentions).
+  void register_all() {
+    auto list = [&](const char* name, auto& v) {
+      if (v.empty()) return;
+      auto l = register_module(name, nn::ModuleList());
+      for (auto& m : v) l->push_back(m);
+    };
+    list("resnets", res);
+    list("temp_convs", tconv);
+    list("attentions", attn);
+    list("temp_attentions", tattn);
+    if (!down.is_empty()) register_module("downsamplers", nn::ModuleList(down));
+    if (!up.is_empty()) register_module("upsamplers", nn::ModuleList(up));
+  }
+
+  torch::Tensor layer(size_t i, torch::Tensor h, const torch::Tensor& temb, const torch::Tensor& ctx, int64_t F) {
+    h = res[i](h, temb);
+    h = tconv[i](h, F);
+    if (cross) {
+      h = attn[i](h, ctx);
+      h = tattn[i](h, F);
+    }
+    return h;
+  }
+};
+
+Unet3DImpl::Unet3DImpl(const Unet3DConfig& c) : cfg_(c) {
+  const auto& boc = c.block_out_channels;
+  const size_t n = boc.size();
+  const int64_t temb_dim = boc[0] * 4;
+  conv_in = register_module("conv_in", conv2d(c.in_channels, boc[0], 3, 1, 1));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb_dim, c.time_cond_proj_dim));
+  transformer_in = register_module("transformer_in", TransformerTemporal(8, c.attention_head_dim, boc[0], c.norm_num_groups));
+
+  down_blocks = register_module("down_blocks", nn::ModuleList());
+  int64_t out = boc[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t in = out;
+    out = boc[i];
+    const bool cross = c.down_block_types[i] == "CrossAttnDownBlock3D";
+    auto b = std::make_shared<Block>(Block::Down, cross);
+    for (int64_t l = 0; l < c.layers_per_block; ++l) b->add_layer(c, l == 0 ? in : out, out, 1.0, cross);
+    if (i + 1 < n) b->down = Downsample2D(out, c.downsample_padding);
+    b->register_all();
+    down_blocks->push_back(b);
+    down_.push_back(b);
+  }
+
+  mid_ = std::make_shared<Block>(Block::Mid, true);
+  {
+    const int64_t ch = boc.back();
+    mid_->res.push_back(ResnetBlock2D(ch, ch, temb_dim, c.norm_num_groups, c.norm_eps, c.mid_block_scale_factor));
+    mid_->tconv.push_back(TemporalConvLayer(ch, c.norm_num_groups, 0.1));
+    mid_->add_layer(c, ch, ch, c.mid_block_scale_factor, /*with_attention=*/true);
+    mid_->register_all();
+  }
+  register_module("mid_block", mid_);
+
+  up_blocks = register_module("up_blocks", nn::ModuleList());
+  std::vector<int64_t> rev(boc.rbegin(), boc.rend());
+  out = rev[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t prev = out;
+    out = rev[i];
+    const int64_t in = rev[std::min(i + 1, n - 1)];
+    const bool cross = c.up_block_types[i] == "CrossAttnUpBlock3D";
+    auto b = std::make_shared<Block>(Block::Up, cross);
+    const int64_t layers = c.layers_per_block + 1;
+    for (int64_t l = 0; l < layers; ++l) {
+      const int64_t skip = l == layers - 1 ? in : out;
+      const int64_t res_in = l == 0 ? prev : out;
+      b->add_layer(c, res_in + skip, out, 1.0, cross);
+    }
+    if (i + 1 < n) b->up = Upsample2D(out);
+    b->register_all();
+    up_blocks->push_back(b);
+    up_.push_back(b);
+  }
+
+  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, boc[0], c.norm_eps));
+  conv_out = register_module("conv_out", conv2d(boc[0], c.out_channels, 3, 1, 1));
+}
+
+torch::Tensor Unet3DImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                  const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
+  require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels, "UNet3D: sample must be [B, ",
+                     cfg_.in_channels, ", F, H, W], got ", sample.sizes());
+  require<DataError>(context.dim() == 3 && context.size(0) == sample.size(0) &&
+                         context.size(2) == cfg_.cross_attention_dim,
+                     "UNet3D: context must be [", sample.size(0), ", L, ", cfg_.cross_attention_dim, "], got ",
+                     context.sizes());
+  const int64_t B = sample.size(0), F = sample.size(2);
+  const int64_t up_factor = int64_t{1} << (cfg_.block_out_channels.size() - 1);
+  const bool forward_upsample_size = sample.size(3) % up_factor != 0 || sample.size(4) % up_factor != 0;
+
+  torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
+  require<DataError>(t.numel() == 1 || t.numel() == B, "UNet3D: ", t.numel(), " timesteps for a batch of ", B);
+  t = t.expand({B});
+  auto dtype = conv_in->weight.scalar_type();
+  auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
+  auto emb = time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0);
+  auto ctx = context.repeat_interleave(F, 0);
+
+  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
+  h = conv_in(h);
+  h = transformer_in(h, F);
+
+  std::vector<torch::Tensor> skips{h};
+  for (auto& b : down_) {
+    for (size_t i = 0; i < b->res.size(); ++i) {
+      h = b->layer(i, h, emb, ctx, F);
+      skips.push_back(h);
+    }
+    if (!b->down.is_empty()) {
+      h = b->down(h);
+      skips.push_back(h);
+    }
+  }
+
+  h = mid_->res[0](h, emb);
+  h = mid_->tconv[0](h, F);
+  h = mid_->attn[0](h, ctx);
+  h = mid_->tattn[0](h, F);
+  h = mid_->res[1](h, emb);
+  h = mid_->tconv[1](h, F);
+
+  for (size_t bi = 0; bi < up_.size(); ++bi) {
+    auto& b = up_[bi];
+    const size_t k = b->res.size();
+    std::vector<torch::Tensor> res(skips.end() - static_cast<std::ptrdiff_t>(k), skips.end());
+    skips.resize(skips.size() - k);
+    std::optional<std::vector<int64_t>> up_size;
+    if (bi + 1 < up_.size() && forward_upsample_size) up_size = skips.back().sizes().slice(2).vec();
+    for (size_t i = 0; i < k; ++i) {
+      h = torch::cat({h, res[k - 1 - i]}, 1);
+      h = b->layer(i, h, emb, ctx, F);
+    }
+    if (!b->up.is_empty()) h = b->up(h, up_size);
+  }
+
+  h = conv_out(torch::silu(conv_norm_out(h)));
+  return h.reshape({B, F, h.size(1), h.size(2), h.size(3)}).permute({0, 2, 1, 3, 4});
+}
+
+Unet3D load_unet3d(const fs::path& folder, torch::ScalarType dtype) {
+  auto cfg = Unet3DConfig::from_json(read_config_json(folder), folder / "config.json");
+  Unet3D unet(cfg);
+  unet->to(dtype);
+  const auto weights = find_weights(folder);
+  load_strict(*unet, read_tensors(weights), weights.string());
+  return unet;
+}
+
+void save_unet3d(Unet3D& unet, const fs::path& folder, std::optional<torch::ScalarType> dtype) {
+  fs::create_directories(folder);
+  mcm::fs::write_atomic(folder / "config.json", unet->config().to_json().dump(2) + "\n");
+  write_tensors(folder / "diffusion_pytorch_model.safetensors", state_dict(*unet), dtype, {{"format", "pt"}});
+}
+
+}  // namespace mcm::models

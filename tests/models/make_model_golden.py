@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Golden tensors for our UNet3DConditionModel and AutoencoderKL, made with diffusers itself.
+
+Usage: make_model_golden.py OUT_DIR
+
+Writes, for tiny random configurations (every parameter perturbed so that zero-initialised
+layers, such as the last temporal conv, are exercised):
+  OUT_DIR/unet_a/, unet_b/    diffusers folders (config.json + diffusion_pytorch_model.safetensors)
+  OUT_DIR/vae/                 an AutoencoderKL folder
+  OUT_DIR/golden.safetensors   inputs, outputs and a few gradients, keyed "<model>/<case>/<name>"
+"""
+import json
+import os
+import sys
+
+import torch
+from diffusers import AutoencoderKL, UNet3DConditionModel
+from safetensors.torch import save_file
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+
+
+def perturb(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+UNETS = {
+    # two levels, cross-attention down then plain, odd frame count
+    "unet_a": dict(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=16, attention_head_dim=8,
+    ),
+    # three levels, two layers per block, LCM-style w-conditioning, mid-block scale
+    "unet_b": dict(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(16, 32, 32), layers_per_block=2, norm_num_groups=8,
+        cross_attention_dim=24, attention_head_dim=8, time_cond_proj_dim=6, mid_block_scale_factor=1.5,
+    ),
+}
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    tensors = {}
+    cases = []
+    g = torch.Generator().manual_seed(1234)
+
+    for name, cfg in UNETS.items():
+        unet = perturb(UNet3DConditionModel(**cfg), seed=len(name) + 7 * ord(name[-1]))
+        unet.save_pretrained(os.path.join(out, name), safe_serialization=True)
+        shapes = {"even": (2, 4, 3, 8, 8), "odd": (1, 4, 2, 5, 7)}
+        for case, shape in shapes.items():
+            x = torch.randn(shape, generator=g)
+            t = torch.tensor([10, 999][: shape[0]], dtype=torch.int64)
+            ctx = torch.randn(shape[0], 5, cfg["cross_attention_dim"], generator=g)
+            cond = torch.randn(shape[0], cfg["time_cond_proj_dim"], generator=g) if "time_cond_proj_dim" in cfg else None
+            unet.train(False)
+            unet.zero_grad()
+            y = unet(x, t, encoder_hidden_states=ctx, timestep_cond=cond).sample
+            loss = (y * y).mean()
+            loss.backward()
+            key = f"{name}/{case}"
+            tensors[f"{key}/x"] = x
+            tensors[f"{key}/t"] = t
+            tensors[f"{key}/ctx"] = ctx
+            if cond is not None:
+                tensors[f"{key}/cond"] = cond
+            tensors[f"{key}/y"] = y.detach()
+            for p in ("conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                      "down_blocks.0.temp_convs.0.conv4.3.weight", "transformer_in.proj_in.weight"):
+                tensors[f"{key}/grad/{p}"] = dict(unet.named_parameters())[p].grad.detach().clone()
+            cases.append(key)
+
+    vae = perturb(AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=16), seed=99)
+    vae.save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
+    vae.train(False)
+    with torch.no_grad():
+        x = torch.rand(3, 3, 16, 12, generator=g) * 2 - 1
+        dist = vae.encode(x).latent_dist
+        tensors["vae/x"] = x
+        tensors["vae/mean"] = dist.mean
+        tensors["vae/logvar"] = dist.logvar
+        tensors["vae/decoded"] = vae.decode(dist.mean).sample
+    cases.append("vae")
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "golden.safetensors"),
+              metadata={"cases": json.dumps(cases)})
+
+
+if __name__ == "__main__":
+    main()
