@@ -7,6 +7,7 @@ Writes, for tiny random configurations (every parameter perturbed so that zero-i
 layers, such as the last temporal conv, are exercised):
   OUT_DIR/unet_a/, unet_b/    diffusers folders (config.json + diffusion_pytorch_model.safetensors)
   OUT_DIR/vae/                 an AutoencoderKL folder
+  OUT_DIR/clip_a/, clip_b/     transformers CLIPTextModel folders (clip_b with legacy "text_model." keys)
   OUT_DIR/golden.safetensors   inputs, outputs and a few gradients, keyed "<model>/<case>/<name>"
 """
 import json
@@ -15,7 +16,8 @@ import sys
 
 import torch
 from diffusers import AutoencoderKL, UNet3DConditionModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextConfig, CLIPTextModel
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -96,6 +98,40 @@ def main():
         tensors["vae/logvar"] = dist.logvar
         tensors["vae/decoded"] = vae.decode(dist.mean).sample
     cases.append("vae")
+
+    clips = {
+        # transformers 5 layout, quick_gelu, pooling at the first eos id
+        "clip_a": dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=12, eos_token_id=99, bos_token_id=98,
+                       pad_token_id=0, hidden_act="quick_gelu"),
+        # legacy: eos_token_id 2 pools at argmax(ids); gelu; keys saved with the "text_model." prefix
+        "clip_b": dict(vocab_size=100, hidden_size=24, intermediate_size=40, num_hidden_layers=3,
+                       num_attention_heads=3, max_position_embeddings=12, eos_token_id=2, bos_token_id=1,
+                       pad_token_id=0, hidden_act="gelu"),
+    }
+    for name, cfg in clips.items():
+        model = perturb(CLIPTextModel(CLIPTextConfig(**cfg)), seed=5 + len(tensors))
+        folder = os.path.join(out, name)
+        model.save_pretrained(folder, safe_serialization=True)
+        if name == "clip_b":
+            w = load_file(os.path.join(folder, "model.safetensors"))
+            save_file({"text_model." + k: v for k, v in w.items()}, os.path.join(folder, "model.safetensors"))
+        model.train(False)
+        ids = torch.randint(3, 98, (3, 12), generator=g)
+        ids[:, 0] = cfg["bos_token_id"]
+        for row, n in enumerate((5, 12, 8)):  # end token then padding (the end token pads too)
+            ids[row, n - 1] = 99
+            ids[row, n:] = 99 if name == "clip_a" else 0
+        mask = (torch.arange(12)[None, :] < torch.tensor([5, 12, 8])[:, None]).long()
+        with torch.no_grad():
+            o = model(input_ids=ids)
+            om = model(input_ids=ids, attention_mask=mask)
+        tensors[f"{name}/ids"] = ids
+        tensors[f"{name}/mask"] = mask
+        tensors[f"{name}/hidden"] = o.last_hidden_state
+        tensors[f"{name}/pooled"] = o.pooler_output
+        tensors[f"{name}/hidden_masked"] = om.last_hidden_state
+        cases.append(name)
 
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "golden.safetensors"),
               metadata={"cases": json.dumps(cases)})

@@ -9,6 +9,7 @@
 
 #include "core/fs.hpp"
 #include "models/autoencoder_kl.hpp"
+#include "models/clip_text.hpp"
 #include "models/unet3d.hpp"
 #include "models/weights.hpp"
 #include "../test_util.hpp"
@@ -117,6 +118,37 @@ TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
   EXPECT_TRUE(torch::equal(s1, s2));
   EXPECT_FALSE(torch::equal(s1, s3));
   EXPECT_GT(max_err(s1, z), 0.0);
+}
+
+TEST_F(ModelGolden, ClipTextModelMatchesTransformers) {
+  double worst = 0;
+  for (std::string name : {"clip_a", "clip_b"}) {
+    auto model = load_clip_text_model(*dir_ / name);  // clip_b has the legacy "text_model." keys
+    model->eval();
+    torch::NoGradGuard ng;
+    auto o = model->forward(g(name + "/ids"));
+    auto om = model->forward(g(name + "/ids"), g(name + "/mask"));
+    // Padding rows of the masked run attend to nothing real; transformers' values there depend on
+    // its mask implementation, so compare the real positions only.
+    auto real = g(name + "/mask").to(torch::kBool);
+    for (auto [e, what] : {std::pair{max_err(o.last_hidden_state, g(name + "/hidden")), "hidden"},
+                           std::pair{max_err(o.pooled, g(name + "/pooled")), "pooled"},
+                           std::pair{max_err(om.last_hidden_state.index({real}), g(name + "/hidden_masked").index({real})),
+                                     "masked"}}) {
+      EXPECT_LE(e, 1e-4) << name << " " << what;
+      worst = std::max(worst, e);
+    }
+  }
+  std::printf("[parity] CLIP text encoder fp32 max abs error: %.3g\n", worst);
+
+  auto cfg = read_config_json(*dir_ / "clip_a");
+  cfg["hidden_act"] = "relu";
+  test::expect_error<ConfigError>([&] { ClipTextConfig::from_json(cfg, "text_encoder/config.json"); },
+                                  {"text_encoder/config.json", "hidden_act", "relu"});
+  auto model = load_clip_text_model(*dir_ / "clip_a");
+  test::expect_error<DataError>([&] { model->forward(torch::full({1, 13}, 5, torch::kInt64)); },
+                                {"13 tokens exceed max_position_embeddings 12"});
+  test::expect_error<DataError>([&] { model->forward(torch::full({1, 4}, 100, torch::kInt64)); }, {"out of range"});
 }
 
 TEST_F(ModelGolden, HalfPrecisionFilesLoadIntoFloatModels) {
