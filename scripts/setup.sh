@@ -12,9 +12,10 @@ APT_PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
-  libopenblas0-pthread python3-venv
+  libopenblas0-pthread python3-venv libicu-dev zlib1g-dev
+  clang libclang-rt-dev
 )
-PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av safetensors diffusers)
+PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av safetensors diffusers transformers open_clip_torch ftfy peft)
 
 log() { echo "[setup] $*"; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

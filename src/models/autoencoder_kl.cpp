@@ -80,7 +80,7 @@ struct AutoencoderKLImpl::Coder : nn::Module {
     std::vector<ResnetBlock2D> res;
     Attention attn{nullptr};
   };
-  nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};
   nn::GroupNorm conv_norm_out{nullptr};
   std::vector<std::shared_ptr<Stage>> stages;
   std::shared_ptr<Mid> mid;

@@ -43,7 +43,7 @@ class AutoencoderKLImpl : public torch::nn::Module {
   struct Coder;
   AutoencoderKLConfig cfg_;
   std::shared_ptr<Coder> encoder_, decoder_;
-  torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+  layers::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 };
 TORCH_MODULE(AutoencoderKL);
 

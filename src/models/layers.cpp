@@ -9,8 +9,105 @@ namespace mcm::models::layers {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
-nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding));
+Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return Conv2d(in, out, kernel, stride, padding);
+}
+
+// ---- LoRA-capable Linear and Conv2d ----
+// Default initialisation is torch's (taken from a temporary nn::Linear / nn::Conv2d); LoRA's A is
+// kaiming-uniform(a = sqrt 5) and B zero, as PEFT, so a fresh adapter leaves the output unchanged.
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  nn::Linear init(nn::LinearOptions(in, out).bias(with_bias));
+  weight = register_parameter("weight", init->weight.detach().clone());
+  if (with_bias) bias = register_parameter("bias", init->bias.detach().clone());
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  auto y = F::linear(x, weight, bias);
+  if (!lora_A.is_empty() && !merged_) y = y + lora_B(lora_A(lora_dropout(x))) * scale_;
+  return y;
+}
+
+void LinearImpl::add_lora(int64_t rank, double alpha, double dropout) {
+  require<ConfigError>(lora_A.is_empty(), "LoRA already attached");
+  require<ConfigError>(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  lora_dropout = register_module("lora_dropout", nn::Dropout(dropout));
+  lora_A = register_module("lora_A", nn::Linear(nn::LinearOptions(weight.size(1), rank).bias(false)));
+  lora_B = register_module("lora_B", nn::Linear(nn::LinearOptions(rank, weight.size(0)).bias(false)));
+  torch::NoGradGuard g;
+  lora_A->to(weight.device(), weight.scalar_type());
+  lora_B->to(weight.device(), weight.scalar_type());
+  lora_B->weight.zero_();
+  scale_ = alpha / static_cast<double>(rank);
+}
+
+torch::Tensor LinearImpl::delta() const {
+  return torch::matmul(lora_B->weight.to(torch::kFloat32), lora_A->weight.to(torch::kFloat32)) * scale_;
+}
+
+void LinearImpl::merge_lora() {
+  require<Error>(!lora_A.is_empty(), "merge: no LoRA attached");
+  if (merged_) return;
+  torch::NoGradGuard g;
+  weight.copy_((weight.to(torch::kFloat32) + delta()).to(weight.scalar_type()));
+  merged_ = true;
+}
+
+void LinearImpl::unmerge_lora() {
+  if (!merged_) return;
+  torch::NoGradGuard g;
+  weight.copy_((weight.to(torch::kFloat32) - delta()).to(weight.scalar_type()));
+  merged_ = false;
+}
+
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias)
+    : in_(in), out_(out), kernel_(kernel), stride_(stride), padding_(padding) {
+  nn::Conv2d init(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(with_bias));
+  weight = register_parameter("weight", init->weight.detach().clone());
+  if (with_bias) bias = register_parameter("bias", init->bias.detach().clone());
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  auto y = F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(stride_).padding(padding_));
+  if (!lora_A.is_empty() && !merged_) y = y + lora_B(lora_A(lora_dropout(x))) * scale_;
+  return y;
+}
+
+void Conv2dImpl::add_lora(int64_t rank, double alpha, double dropout) {
+  require<ConfigError>(lora_A.is_empty(), "LoRA already attached");
+  require<ConfigError>(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  lora_dropout = register_module("lora_dropout", nn::Dropout(dropout));
+  lora_A = register_module(
+      "lora_A", nn::Conv2d(nn::Conv2dOptions(in_, rank, kernel_).stride(stride_).padding(padding_).bias(false)));
+  lora_B = register_module("lora_B", nn::Conv2d(nn::Conv2dOptions(rank, out_, 1).bias(false)));
+  torch::NoGradGuard g;
+  lora_A->to(weight.device(), weight.scalar_type());
+  lora_B->to(weight.device(), weight.scalar_type());
+  lora_B->weight.zero_();
+  scale_ = alpha / static_cast<double>(rank);
+}
+
+torch::Tensor Conv2dImpl::delta() const {
+  const int64_t rank = lora_A->weight.size(0);
+  auto b = lora_B->weight.to(torch::kFloat32).reshape({out_, rank});
+  auto a = lora_A->weight.to(torch::kFloat32).reshape({rank, -1});
+  return torch::matmul(b, a).reshape(weight.sizes()) * scale_;
+}
+
+void Conv2dImpl::merge_lora() {
+  require<Error>(!lora_A.is_empty(), "merge: no LoRA attached");
+  if (merged_) return;
+  torch::NoGradGuard g;
+  weight.copy_((weight.to(torch::kFloat32) + delta()).to(weight.scalar_type()));
+  merged_ = true;
+}
+
+void Conv2dImpl::unmerge_lora() {
+  if (!merged_) return;
+  torch::NoGradGuard g;
+  weight.copy_((weight.to(torch::kFloat32) - delta()).to(weight.scalar_type()));
+  merged_ = false;
 }
 
 nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
@@ -35,9 +132,9 @@ torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bo
 }
 
 TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in, int64_t dim, int64_t cond_proj_dim) {
-  linear_1 = register_module("linear_1", nn::Linear(in, dim));
-  if (cond_proj_dim > 0) cond_proj = register_module("cond_proj", nn::Linear(nn::LinearOptions(cond_proj_dim, in).bias(false)));
-  linear_2 = register_module("linear_2", nn::Linear(dim, dim));
+  linear_1 = register_module("linear_1", Linear(in, dim));
+  if (cond_proj_dim > 0) cond_proj = register_module("cond_proj", Linear(cond_proj_dim, in, false));
+  linear_2 = register_module("linear_2", Linear(dim, dim));
 }
 
 torch::Tensor TimestepEmbeddingImpl::forward(torch::Tensor x, const std::optional<torch::Tensor>& cond) {
@@ -55,7 +152,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in, int64_t out, int64_t temb_chann
     : output_scale_factor_(output_scale_factor) {
   norm1 = register_module("norm1", group_norm(groups, in, eps));
   conv1 = register_module("conv1", conv2d(in, out, 3, 1, 1));
-  if (temb_channels > 0) time_emb_proj = register_module("time_emb_proj", nn::Linear(temb_channels, out));
+  if (temb_channels > 0) time_emb_proj = register_module("time_emb_proj", Linear(temb_channels, out));
   norm2 = register_module("norm2", group_norm(groups, out, eps));
   dropout_ = register_module("dropout", nn::Dropout(dropout));
   conv2 = register_module("conv2", conv2d(out, out, 3, 1, 1));
@@ -79,10 +176,10 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : o_(o) {
   const int64_t kv_in = o.cross_dim > 0 ? o.cross_dim : o.query_dim;
   if (o.group_norm_groups > 0)
     group_norm = register_module("group_norm", layers::group_norm(o.group_norm_groups, o.query_dim, o.group_norm_eps));
-  to_q = register_module("to_q", nn::Linear(nn::LinearOptions(o.query_dim, inner).bias(o.qkv_bias)));
-  to_k = register_module("to_k", nn::Linear(nn::LinearOptions(kv_in, inner).bias(o.qkv_bias)));
-  to_v = register_module("to_v", nn::Linear(nn::LinearOptions(kv_in, inner).bias(o.qkv_bias)));
-  out_proj = nn::Linear(nn::LinearOptions(inner, o.query_dim).bias(o.out_bias));
+  to_q = register_module("to_q", Linear(o.query_dim, inner, o.qkv_bias));
+  to_k = register_module("to_k", Linear(kv_in, inner, o.qkv_bias));
+  to_v = register_module("to_v", Linear(kv_in, inner, o.qkv_bias));
+  out_proj = Linear(inner, o.query_dim, o.out_bias);
   out_dropout = nn::Dropout(o.dropout);
   to_out = register_module("to_out", nn::ModuleList(out_proj, out_dropout));
 }
@@ -105,7 +202,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const std::opti
   return out;
 }
 
-GegluImpl::GegluImpl(int64_t in, int64_t out) { proj = register_module("proj", nn::Linear(in, out * 2)); }
+GegluImpl::GegluImpl(int64_t in, int64_t out) { proj = register_module("proj", Linear(in, out * 2)); }
 
 torch::Tensor GegluImpl::forward(const torch::Tensor& x) {
   auto parts = proj(x).chunk(2, -1);
@@ -116,7 +213,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult, double dropout) {
   const int64_t inner = dim * mult;
   geglu = Geglu(dim, inner);
   drop = nn::Dropout(dropout);
-  out = nn::Linear(inner, dim);
+  out = Linear(inner, dim);
   net = register_module("net", nn::ModuleList(geglu, drop, out));
 }
 
@@ -149,11 +246,11 @@ Transformer2DImpl::Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in
                                      int64_t cross_dim) {
   const int64_t inner = heads * dim_head;
   norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
-  proj_in = register_module("proj_in", nn::Linear(in_channels, inner));
+  proj_in = register_module("proj_in", Linear(in_channels, inner));
   transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
   blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, cross_dim));
   transformer_blocks->push_back(blocks_.back());
-  proj_out = register_module("proj_out", nn::Linear(inner, in_channels));
+  proj_out = register_module("proj_out", Linear(inner, in_channels));
 }
 
 torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
@@ -169,11 +266,11 @@ torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Te
 TransformerTemporalImpl::TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups) {
   const int64_t inner = heads * dim_head;
   norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
-  proj_in = register_module("proj_in", nn::Linear(in_channels, inner));
+  proj_in = register_module("proj_in", Linear(in_channels, inner));
   transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
   blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, /*cross_dim=*/0));
   transformer_blocks->push_back(blocks_.back());
-  proj_out = register_module("proj_out", nn::Linear(inner, in_channels));
+  proj_out = register_module("proj_out", Linear(inner, in_channels));
 }
 
 torch::Tensor TransformerTemporalImpl::forward(const torch::Tensor& x, int64_t F) {

@@ -9,6 +9,66 @@
 
 namespace mcm::models::layers {
 
+/// A layer that can carry a LoRA adapter (lora_A, lora_B; PEFT's names and initialisation):
+/// y = base(x) + (alpha / rank) * B(A(dropout(x))), or base with the product merged into it.
+class LoraHost {
+ public:
+  virtual ~LoraHost() = default;
+  virtual void add_lora(int64_t rank, double alpha, double dropout) = 0;
+  virtual bool has_lora() const = 0;
+  /// weight += scale * B A (idempotent); unmerge subtracts it again.
+  virtual void merge_lora() = 0;
+  virtual void unmerge_lora() = 0;
+  virtual bool lora_merged() const = 0;
+  virtual double lora_scale() const = 0;
+};
+
+/// nn.Linear with the reference's parameter names ("weight", "bias") and an optional LoRA.
+class LinearImpl : public torch::nn::Module, public LoraHost {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  void add_lora(int64_t rank, double alpha, double dropout) override;
+  bool has_lora() const override { return !lora_A.is_empty(); }
+  void merge_lora() override;
+  void unmerge_lora() override;
+  bool lora_merged() const override { return merged_; }
+  double lora_scale() const override { return scale_; }
+  torch::Tensor weight, bias;
+
+ private:
+  torch::Tensor delta() const;
+  torch::nn::Linear lora_A{nullptr}, lora_B{nullptr};
+  torch::nn::Dropout lora_dropout{nullptr};
+  double scale_ = 0;
+  bool merged_ = false;
+};
+TORCH_MODULE(Linear);
+
+/// nn.Conv2d (square kernel, stride, padding) with reference names and an optional LoRA
+/// (lora_A: the layer's kernel to `rank` channels, lora_B: 1x1 back, as PEFT).
+class Conv2dImpl : public torch::nn::Module, public LoraHost {
+ public:
+  Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0, bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  void add_lora(int64_t rank, double alpha, double dropout) override;
+  bool has_lora() const override { return !lora_A.is_empty(); }
+  void merge_lora() override;
+  void unmerge_lora() override;
+  bool lora_merged() const override { return merged_; }
+  double lora_scale() const override { return scale_; }
+  torch::Tensor weight, bias;
+
+ private:
+  torch::Tensor delta() const;
+  int64_t in_, out_, kernel_, stride_, padding_;
+  torch::nn::Conv2d lora_A{nullptr}, lora_B{nullptr};
+  torch::nn::Dropout lora_dropout{nullptr};
+  double scale_ = 0;
+  bool merged_ = false;
+};
+TORCH_MODULE(Conv2d);
+
 /// Sinusoidal timestep features as diffusers' get_timestep_embedding (max_period 10000).
 torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                                  double downscale_freq_shift);
@@ -20,7 +80,7 @@ class TimestepEmbeddingImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, const std::optional<torch::Tensor>& cond = std::nullopt);
 
  private:
-  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr}, cond_proj{nullptr};
+  Linear linear_1{nullptr}, linear_2{nullptr}, cond_proj{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
 
@@ -33,8 +93,8 @@ class ResnetBlock2DImpl : public torch::nn::Module {
 
  private:
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
-  torch::nn::Linear time_emb_proj{nullptr};
+  Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
+  Linear time_emb_proj{nullptr};
   torch::nn::Dropout dropout_{nullptr};
   double output_scale_factor_;
 };
@@ -64,7 +124,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   AttentionOptions o_;
-  torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr}, out_proj{nullptr};
+  Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr}, out_proj{nullptr};
   torch::nn::ModuleList to_out{nullptr};
   torch::nn::Dropout out_dropout{nullptr};
   torch::nn::GroupNorm group_norm{nullptr};
@@ -78,7 +138,7 @@ class GegluImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  torch::nn::Linear proj{nullptr};
+  Linear proj{nullptr};
 };
 TORCH_MODULE(Geglu);
 
@@ -92,7 +152,7 @@ class FeedForwardImpl : public torch::nn::Module {
   torch::nn::ModuleList net{nullptr};
   Geglu geglu{nullptr};
   torch::nn::Dropout drop{nullptr};
-  torch::nn::Linear out{nullptr};
+  Linear out{nullptr};
 };
 TORCH_MODULE(FeedForward);
 
@@ -119,7 +179,7 @@ class Transformer2DImpl : public torch::nn::Module {
 
  private:
   torch::nn::GroupNorm norm{nullptr};
-  torch::nn::Linear proj_in{nullptr}, proj_out{nullptr};
+  Linear proj_in{nullptr}, proj_out{nullptr};
   torch::nn::ModuleList transformer_blocks{nullptr};
   std::vector<BasicTransformerBlock> blocks_;
 };
@@ -134,7 +194,7 @@ class TransformerTemporalImpl : public torch::nn::Module {
 
  private:
   torch::nn::GroupNorm norm{nullptr};
-  torch::nn::Linear proj_in{nullptr}, proj_out{nullptr};
+  Linear proj_in{nullptr}, proj_out{nullptr};
   torch::nn::ModuleList transformer_blocks{nullptr};
   std::vector<BasicTransformerBlock> blocks_;
 };
@@ -159,7 +219,7 @@ class Downsample2DImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
   int64_t padding_;
 };
 TORCH_MODULE(Downsample2D);
@@ -171,12 +231,12 @@ class Upsample2DImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const std::optional<std::vector<int64_t>>& size = std::nullopt);
 
  private:
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample2D);
 
 /// Helpers shared by the model files.
-torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
+Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0);
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps);
 
 }  // namespace mcm::models::layers

@@ -53,7 +53,7 @@ class Unet3DImpl : public torch::nn::Module {
  private:
   struct Block;
   Unet3DConfig cfg_;
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  layers::Conv2d conv_in{nullptr}, conv_out{nullptr};
   layers::TimestepEmbedding time_embedding{nullptr};
   layers::TransformerTemporal transformer_in{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
