@@ -54,12 +54,14 @@ std::vector<uint16_t> half_bits(const torch::Tensor& t) {
 }
 
 // Frames [T, H, W, 3] uint8 -> latents [C, T, h, w] as half bits (video) or [C, h, w] (image).
-std::vector<uint16_t> encode_frames(const io::DecodedClip& clip, models::FrameAutoencoder& ae, int64_t batch, bool video) {
+// `seed` seeds any posterior sampling (batch i uses seed + i), so latents never depend on ranks.
+std::vector<uint16_t> encode_frames(const io::DecodedClip& clip, models::FrameAutoencoder& ae, int64_t batch, bool video,
+                                    uint64_t seed) {
   torch::NoGradGuard ng;
   auto pixels = torch::from_blob(const_cast<uint8_t*>(clip.rgb.data()), {clip.frames, clip.height, clip.width, 3}, torch::kUInt8)
                     .permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0);
   std::vector<torch::Tensor> parts;
-  for (int64_t i = 0; i < clip.frames; i += batch) parts.push_back(ae.encode(pixels.slice(0, i, std::min<int64_t>(clip.frames, i + batch))));
+  for (int64_t i = 0; i < clip.frames; i += batch) parts.push_back(ae.encode(pixels.slice(0, i, std::min<int64_t>(clip.frames, i + batch)), seed + static_cast<uint64_t>(i)));
   auto z = torch::cat(parts, 0);  // [T, C, h, w]
   if (video) z = z.permute({1, 0, 2, 3});
   else z = z[0];
@@ -118,7 +120,7 @@ json process_shard(const config::Config& cfg, const ShardJob& job, Encoders& enc
       skips.add(job.video ? "corrupt_video" : "corrupt_image", e.what(), rank);
       continue;
     }
-    auto latent = encode_frames(clip, *enc.ae, p.encode_batch, job.video);
+    auto latent = encode_frames(clip, *enc.ae, p.encode_batch, job.video, o.seed ^ 0x5eedULL);
     auto text = encode_text(item->caption, *enc.text);
     writer.append(latent.data(), text.data(), item->caption, sample.key, job.video ? clip.frame_indices : std::vector<int64_t>{});
     fps_sum += clip.fps;
@@ -163,11 +165,17 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
   int threads = resolve_threads(cfg, ctx);
   torch::set_num_threads(threads);
   Encoders enc{models::make_autoencoder(cfg.models.autoencoder), models::make_text_encoder(cfg.models.text_encoder, run_dir)};
+  require<ConfigError>(p.resolution % enc.ae->downsample() == 0, "prep.resolution = ", p.resolution,
+                       " is not divisible by the autoencoder's down-sampling factor ", enc.ae->downsample(), " (",
+                       enc.ae->name(), ")");
   StageRun stage("prep", cfg, ctx,
                  {"prep.frames", "prep.stride", "prep.resolution", "prep.crop", "prep.crop_scale_min",
-                  "prep.image_crop_scale_min", "models.autoencoder", "models.text_encoder.kind",
-                  "models.text_encoder.max_length", "models.text_encoder.dim", "models.text_encoder.seed", "run.seed"},
-                 enc.text->content_hash());
+                  "prep.image_crop_scale_min", "prep.encode_batch", "models.autoencoder.kind",
+                  "models.autoencoder.factor", "models.autoencoder.scaling_factor", "models.autoencoder.mode",
+                  "models.text_encoder.kind", "models.text_encoder.max_length", "models.text_encoder.dim",
+                  "models.text_encoder.seed", "run.seed"},
+                 // Model folders enter by content (weights, vocabulary), never by path.
+                 cat(enc.ae->content_hash(), "|", enc.text->content_hash()));
 
   std::vector<ShardJob> jobs;
   char name[64];

@@ -53,11 +53,15 @@ void visit(Config& c, V&& v) {
   v("models.autoencoder.kind", c.models.autoencoder.kind);
   v("models.autoencoder.factor", c.models.autoencoder.factor);
   v("models.autoencoder.scaling_factor", c.models.autoencoder.scaling_factor);
+  v("models.autoencoder.path", c.models.autoencoder.path);
+  v("models.autoencoder.mode", c.models.autoencoder.mode);
   v("models.text_encoder.kind", c.models.text_encoder.kind);
   v("models.text_encoder.vocab", c.models.text_encoder.vocab);
   v("models.text_encoder.max_length", c.models.text_encoder.max_length);
   v("models.text_encoder.dim", c.models.text_encoder.dim);
   v("models.text_encoder.seed", c.models.text_encoder.seed);
+  v("models.text_encoder.path", c.models.text_encoder.path);
+  v("models.text_encoder.tokenizer", c.models.text_encoder.tokenizer);
 }
 
 // Parsed sources in order (files, then --set overrides). Merging copies nodes and loses their

@@ -50,17 +50,21 @@ struct PrepSection {
 };
 
 struct AutoencoderSection {
-  std::string kind = "pixel_shuffle";  ///< "pixel_shuffle" (exact, embedded default)
+  std::string kind = "pixel_shuffle";  ///< "pixel_shuffle" (exact, embedded default) or "autoencoder_kl"
   int64_t factor = 4;             ///< pixel_shuffle: spatial down-sampling factor
-  double scaling_factor = 1.0;    ///< latents = encode(x) * scaling_factor
+  double scaling_factor = 1.0;    ///< pixel_shuffle: latents = encode(x) * scaling_factor
+  std::string path = "";          ///< autoencoder_kl: a diffusers `vae/` folder (its config gives the scaling)
+  std::string mode = "mean";      ///< autoencoder_kl: "mean" of the posterior, or "sample" (seeded per clip)
 };
 
 struct TextEncoderSection {
-  std::string kind = "word";      ///< "word": frozen seeded embedding over synth's vocabulary
-  std::string vocab = "";         ///< vocabulary file ("" = <run.dir>/data/vocab.txt)
-  int64_t max_length = 16;        ///< tokens per caption, with padding and truncation
-  int64_t dim = 64;               ///< embedding width
-  int64_t seed = 7;               ///< seed of the frozen weights
+  std::string kind = "word";      ///< "word" (frozen seeded embedding over synth's vocabulary) or "clip"
+  std::string vocab = "";         ///< word: vocabulary file ("" = <run.dir>/data/vocab.txt)
+  int64_t max_length = 16;        ///< word: tokens per caption, with padding and truncation
+  int64_t dim = 64;               ///< word: embedding width
+  int64_t seed = 7;               ///< word: seed of the frozen weights
+  std::string path = "";          ///< clip: a transformers `text_encoder/` folder
+  std::string tokenizer = "";     ///< clip: tokenizer folder ("" = the `tokenizer/` beside `path`)
 };
 
 struct ModelsSection {

@@ -67,15 +67,25 @@ void validate(const Config& c) {
                        ": every synthetic clip would be skipped as too short");
 
   const auto& ae = c.models.autoencoder;
-  one_of(ae.kind, "models.autoencoder.kind", {"pixel_shuffle"});
-  positive(ae.factor, "models.autoencoder.factor");
-  require<ConfigError>(p.resolution % ae.factor == 0, "prep.resolution = ", p.resolution,
-                       " is not divisible by models.autoencoder.factor = ", ae.factor, " (remainder ",
-                       p.resolution % ae.factor, ")");
-  require<ConfigError>(ae.scaling_factor > 0, "models.autoencoder.scaling_factor must be > 0");
+  one_of(ae.kind, "models.autoencoder.kind", {"pixel_shuffle", "autoencoder_kl"});
+  if (ae.kind == "pixel_shuffle") {
+    positive(ae.factor, "models.autoencoder.factor");
+    require<ConfigError>(p.resolution % ae.factor == 0, "prep.resolution = ", p.resolution,
+                         " is not divisible by models.autoencoder.factor = ", ae.factor, " (remainder ",
+                         p.resolution % ae.factor, ")");
+    require<ConfigError>(ae.scaling_factor > 0, "models.autoencoder.scaling_factor must be > 0");
+  } else {
+    // The down-sampling factor comes from the VAE's config.json; prep checks the resolution
+    // against it when it loads the model.
+    require<ConfigError>(!ae.path.empty(), "models.autoencoder.path: required for kind = \"autoencoder_kl\" "
+                         "(a diffusers vae/ folder)");
+    one_of(ae.mode, "models.autoencoder.mode", {"mean", "sample"});
+  }
 
   const auto& te = c.models.text_encoder;
-  one_of(te.kind, "models.text_encoder.kind", {"word"});
+  one_of(te.kind, "models.text_encoder.kind", {"word", "clip"});
+  require<ConfigError>(te.kind != "clip" || !te.path.empty(),
+                       "models.text_encoder.path: required for kind = \"clip\" (a transformers text_encoder/ folder)");
   require<ConfigError>(te.max_length >= 2, "models.text_encoder.max_length = ", te.max_length,
                        ": needs room for the begin and end tokens (>= 2)");
   positive(te.dim, "models.text_encoder.dim");

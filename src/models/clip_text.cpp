@@ -1,6 +1,7 @@
 // CLIPTextModel (transformers modeling_clip.py) with its state-dict names.
 #include "models/clip_text.hpp"
 
+#include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "models/weights.hpp"
 
@@ -112,6 +113,35 @@ ClipTextModel load_clip_text_model(const stdfs::path& folder, torch::ScalarType 
   }
   load_strict(*model, tensors, weights.string());
   return model;
+}
+
+ClipTextEncoder::ClipTextEncoder(const stdfs::path& model_dir, const stdfs::path& tokenizer_dir)
+    : tokenizer_(tokenizer::ClipTokenizer::from_folder(tokenizer_dir, tokenizer::Flavor::Transformers)),
+      model_(load_clip_text_model(model_dir)) {
+  model_->eval();
+  require<ConfigError>(tokenizer_.vocab_size() <= model_->config().vocab_size, "tokenizer ", tokenizer_dir, " has ",
+                       tokenizer_.vocab_size(), " tokens but the text encoder ", model_dir, " embeds only ",
+                       model_->config().vocab_size);
+  require<ConfigError>(tokenizer_.context_length() <= model_->config().max_position_embeddings, "tokenizer ",
+                       tokenizer_dir, " pads to ", tokenizer_.context_length(), " tokens but the text encoder has ",
+                       model_->config().max_position_embeddings, " positions");
+  hash_ = checksum::of_bytes(tokenizer_.content_hash() + "|" + checksum::of_file(find_weights(model_dir)));
+}
+
+torch::Tensor ClipTextEncoder::encode(const std::vector<std::string>& captions) {
+  torch::NoGradGuard ng;
+  const int64_t L = tokenizer_.context_length();
+  auto ids = torch::empty({static_cast<int64_t>(captions.size()), L}, torch::kInt64);
+  for (size_t i = 0; i < captions.size(); ++i) {
+    auto row = tokenizer_.tokenize(captions[i]);
+    std::memcpy(ids[static_cast<int64_t>(i)].data_ptr<int64_t>(), row.data(), sizeof(int64_t) * static_cast<size_t>(L));
+  }
+  auto device = model_->parameters().front().device();
+  return model_->forward(ids.to(device)).last_hidden_state.to(torch::kFloat32).cpu();
+}
+
+std::string ClipTextEncoder::name() const {
+  return cat("clip(L=", max_length(), ",D=", dim(), ",layers=", model_->config().num_hidden_layers, ")");
 }
 
 }  // namespace mcm::models

@@ -8,6 +8,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "models/encoders.hpp"
+#include "tokenizer/clip_tokenizer.hpp"
+
 namespace mcm::models {
 
 struct ClipTextConfig {
@@ -47,5 +50,25 @@ TORCH_MODULE(ClipTextModel);
 
 /// From a transformers `text_encoder/` folder, strictly, in `dtype`.
 ClipTextModel load_clip_text_model(const std::filesystem::path& folder, torch::ScalarType dtype = torch::kFloat32);
+
+/// CLIP tokenizer + text model behind the prep interface: captions -> last_hidden_state
+/// [B, context_length, hidden] (what diffusers' text-to-video pipelines condition on; no
+/// attention mask, as those pipelines when the config has no use_attention_mask).
+class ClipTextEncoder : public TextEncoder {
+ public:
+  /// `model_dir`: transformers text_encoder/ folder; `tokenizer_dir`: its tokenizer/ folder.
+  ClipTextEncoder(const std::filesystem::path& model_dir, const std::filesystem::path& tokenizer_dir);
+  torch::Tensor encode(const std::vector<std::string>& captions) override;
+  int64_t max_length() const override { return tokenizer_.context_length(); }
+  int64_t dim() const override { return model_->config().hidden_size; }
+  std::string name() const override;
+  std::string content_hash() const override { return hash_; }
+  const tokenizer::ClipTokenizer& tokenizer() const { return tokenizer_; }
+
+ private:
+  tokenizer::ClipTokenizer tokenizer_;
+  ClipTextModel model_{nullptr};
+  std::string hash_;
+};
 
 }  // namespace mcm::models

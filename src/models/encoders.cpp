@@ -5,8 +5,12 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include "core/checksum.hpp"
+#include "models/autoencoder_kl.hpp"
+#include "models/clip_text.hpp"
+#include "models/weights.hpp"
 #include "core/error.hpp"
 
 namespace mcm::models {
@@ -94,6 +98,12 @@ std::string WordTextEncoder::name() const { return cat("word(L=", max_length_, "
 
 std::unique_ptr<FrameAutoencoder> make_autoencoder(const config::AutoencoderSection& cfg) {
   if (cfg.kind == "pixel_shuffle") return std::make_unique<PixelShuffleAutoencoder>(cfg.factor, cfg.scaling_factor);
+  if (cfg.kind == "autoencoder_kl") {
+    // No slicing of its own: prep hands it prep.encode_batch frames at a time.
+    return std::make_unique<VaeFrameAutoencoder>(
+        load_autoencoder_kl(cfg.path), cfg.mode == "sample" ? VaeFrameAutoencoder::Mode::Sample : VaeFrameAutoencoder::Mode::Mean,
+        std::numeric_limits<int64_t>::max(), find_weights(cfg.path).string());
+  }
   throw ConfigError(cat("models.autoencoder.kind = \"", cfg.kind, "\": not available"));
 }
 
@@ -101,6 +111,11 @@ std::unique_ptr<TextEncoder> make_text_encoder(const config::TextEncoderSection&
   if (cfg.kind == "word") {
     std::filesystem::path vocab = cfg.vocab.empty() ? run_dir / "data" / "vocab.txt" : std::filesystem::path(cfg.vocab);
     return std::make_unique<WordTextEncoder>(vocab, cfg.max_length, cfg.dim, cfg.seed);
+  }
+  if (cfg.kind == "clip") {
+    const std::filesystem::path model = cfg.path;
+    const std::filesystem::path tok = cfg.tokenizer.empty() ? model.parent_path() / "tokenizer" : std::filesystem::path(cfg.tokenizer);
+    return std::make_unique<ClipTextEncoder>(model, tok);
   }
   throw ConfigError(cat("models.text_encoder.kind = \"", cfg.kind, "\": not available"));
 }

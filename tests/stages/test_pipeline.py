@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -250,6 +251,37 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(len(got["0000030_00005"][3]), 16)
         self.assertTrue(all(np.diff(v[3]).tolist() == [8] * 15 for v in got.values()))
         self.assertEqual(rec["inputs"][0]["path"], os.path.realpath(REAL))
+
+    def test_prep_with_diffusers_vae_and_clip_on_real_shard(self):
+        # A tiny TextToVideoSDPipeline folder saved by diffusers; prep uses its vae/ and
+        # text_encoder/ + tokenizer/ on the real video2dataset shard.
+        d = self.run_dir("zoo")
+        pipe = os.path.join(self.tmp, "tiny-pipeline")
+        if not os.path.isdir(pipe):
+            subprocess.run([sys.executable, os.path.join(SRC, "tests", "models", "make_tiny_pipeline.py"), pipe],
+                           check=True, capture_output=True)
+        sets = [f"prep.videos={REAL}", "prep.frames=8", "prep.stride=2", "prep.resolution=32",
+                "prep.encode_images=false", "models.autoencoder.kind=\"autoencoder_kl\"",
+                f"models.autoencoder.path=\"{pipe}/vae\"", "models.text_encoder.kind=\"clip\"",
+                f"models.text_encoder.path=\"{pipe}/text_encoder\""]
+        mcm(["prep"], d, sets)
+        rec = latest(d, "prep")
+        self.assertGreaterEqual(rec["counts"]["clips_written"], 3)
+        got = clips(d)
+        lat, emb, caption, _ = got["0000008_00001"]
+        self.assertEqual(lat.shape, (4, 8, 16, 16))  # 2 down-sampling levels in the tiny VAE: 32 -> 16
+        self.assertEqual(emb.shape, (77, 32))
+        # The stored text embedding is diffusers' own prompt embedding of the caption (fp16).
+        import torch
+        from diffusers import TextToVideoSDPipeline
+        p = TextToVideoSDPipeline.from_pretrained(pipe)
+        with torch.no_grad():
+            ref, _ = p.encode_prompt(caption, "cpu", 1, False)
+        np.testing.assert_allclose(emb.astype(np.float32), ref[0].numpy(), atol=2e-3)
+        self.assertEqual(verify(d).returncode, 0, verify(d).stderr)
+        # Re-running with the same models reuses every shard (models enter the stage hash by content).
+        mcm(["prep"], d, sets)
+        self.assertTrue(all("reused_from" in o for o in latest(d, "prep")["outputs"]))
 
     def test_bad_config_and_dry_run(self):
         d = self.run_dir("config")

@@ -1,0 +1,142 @@
+// bench/unet_step: forward and forward+backward time of our UNet3DConditionModel against
+// diffusers' on the same torch, same configuration, same inputs, same threads, in one run.
+//
+//   build/bench/unet_step --size tiny|modelscope [--device cpu|cuda] [--dtype fp32|bf16]
+//                         [--frames F] [--res R] [--batch B] [--reps N] [--threads T]
+//                         [--python .venv/bin/python] [--json out.json]
+//
+// The diffusers side runs bench/unet_step_diffusers.py in a child process with the same
+// arguments (so the two never share a process or a thread pool). Prints a table, writes JSON.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "core/error.hpp"
+#include "models/unet3d.hpp"
+
+using namespace mcm;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Args {
+  std::string size = "tiny", device = "cpu", dtype = "fp32", python = ".venv/bin/python", json = "";
+  int64_t frames = 8, res = 16, batch = 2, reps = 10, threads = 2;
+};
+
+models::Unet3DConfig config_for(const std::string& size) {
+  models::Unet3DConfig c;  // defaults are ModelScopeT2V's unet/config.json
+  if (size == "modelscope") return c;
+  require<ConfigError>(size == "tiny", "--size must be tiny or modelscope, got ", size);
+  c.down_block_types = {"CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"};
+  c.up_block_types = {"UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"};
+  c.block_out_channels = {64, 128, 128};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 32;
+  c.cross_attention_dim = 128;
+  c.attention_head_dim = 32;
+  return c;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--size") a.size = v;
+    else if (k == "--device") a.device = v;
+    else if (k == "--dtype") a.dtype = v;
+    else if (k == "--frames") a.frames = std::stoll(v);
+    else if (k == "--res") a.res = std::stoll(v);
+    else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--reps") a.reps = std::stoll(v);
+    else if (k == "--threads") a.threads = std::stoll(v);
+    else if (k == "--python") a.python = v;
+    else if (k == "--json") a.json = v;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  try {
+    torch::set_num_threads(static_cast<int>(a.threads));
+    torch::manual_seed(0);
+    const auto cfg = config_for(a.size);
+    const torch::Device dev(a.device == "cuda" ? torch::kCUDA : torch::kCPU);
+    const auto dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+    models::Unet3D unet(cfg);
+    unet->to(dev, dtype);
+    int64_t params = 0;
+    for (auto& p : unet->parameters()) params += p.numel();
+    auto opts = torch::TensorOptions().device(dev).dtype(dtype);
+    auto x = torch::randn({a.batch, cfg.in_channels, a.frames, a.res, a.res}, opts);
+    auto t = torch::full({a.batch}, 500, torch::TensorOptions().device(dev).dtype(torch::kInt64));
+    auto ctx = torch::randn({a.batch, 77, cfg.cross_attention_dim}, opts);
+    auto sync = [&] {
+      if (dev.is_cuda()) torch::cuda::synchronize();
+    };
+    auto time_it = [&](bool backward) {
+      std::vector<double> ms;
+      for (int64_t r = 0; r < a.reps + 2; ++r) {
+        unet->zero_grad();
+        sync();
+        auto t0 = Clock::now();
+        if (backward) {
+          unet->forward(x, t, ctx).to(torch::kFloat32).square().mean().backward();
+        } else {
+          torch::NoGradGuard ng;
+          unet->forward(x, t, ctx);
+        }
+        sync();
+        if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      }
+      return median(ms);
+    };
+    unet->train();
+    const double ours_fwd = time_it(false), ours_fb = time_it(true);
+
+    std::ostringstream cmd;
+    cmd << a.python << " " << MCM_SOURCE_DIR << "/bench/unet_step_diffusers.py --size " << a.size << " --device "
+        << a.device << " --dtype " << a.dtype << " --frames " << a.frames << " --res " << a.res << " --batch "
+        << a.batch << " --reps " << a.reps << " --threads " << a.threads;
+    std::string out;
+    if (FILE* p = ::popen(cmd.str().c_str(), "r")) {
+      char buf[4096];
+      while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+      require<Error>(::pclose(p) == 0, "diffusers side failed: ", cmd.str());
+    }
+    auto ref = nlohmann::json::parse(out.substr(out.find('{')));
+    const double ref_fwd = ref["forward_ms"], ref_fb = ref["forward_backward_ms"];
+    require<Error>(ref["params"].get<int64_t>() == params, "parameter counts differ: ours ", params, ", diffusers ",
+                   ref["params"].get<int64_t>());
+
+    std::printf("UNet3D %s (%.1fM params), x=[%lld,4,%lld,%lld,%lld], %s %s, %lld threads, median of %lld\n",
+                a.size.c_str(), params / 1e6, (long long)a.batch, (long long)a.frames, (long long)a.res,
+                (long long)a.res, a.device.c_str(), a.dtype.c_str(), (long long)a.threads, (long long)a.reps);
+    std::printf("%-22s %12s %12s %9s\n", "", "mcm (ms)", "diffusers", "speedup");
+    std::printf("%-22s %12.1f %12.1f %8.2fx\n", "forward", ours_fwd, ref_fwd, ref_fwd / ours_fwd);
+    std::printf("%-22s %12.1f %12.1f %8.2fx\n", "forward+backward", ours_fb, ref_fb, ref_fb / ours_fb);
+    nlohmann::json j = {{"bench", "unet_step"}, {"size", a.size}, {"device", a.device}, {"dtype", a.dtype},
+                        {"batch", a.batch}, {"frames", a.frames}, {"res", a.res}, {"threads", a.threads},
+                        {"reps", a.reps}, {"params", params},
+                        {"mcm", {{"forward_ms", ours_fwd}, {"forward_backward_ms", ours_fb}}},
+                        {"diffusers", {{"forward_ms", ref_fwd}, {"forward_backward_ms", ref_fb}}},
+                        {"torch", ref.value("torch", "")}};
+    if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "unet_step: %s\n", e.what());
+    return 1;
+  }
+}
