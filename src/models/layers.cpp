@@ -17,6 +17,37 @@ Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t p
 // Default initialisation is torch's (taken from a temporary nn::Linear / nn::Conv2d); LoRA's A is
 // kaiming-uniform(a = sqrt 5) and B zero, as PEFT, so a fresh adapter leaves the output unchanged.
 
+void LoraHost::start_lora(bool already, int64_t rank, double alpha) {
+  require<ConfigError>(!already, "LoRA already attached");
+  require<ConfigError>(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  scale_ = alpha / static_cast<double>(rank);
+}
+
+void LoraHost::finish_lora(nn::Module& a, torch::Tensor& b_weight, nn::Module& b) {
+  torch::NoGradGuard g;
+  const auto& w = base_weight();
+  a.to(w.device(), w.scalar_type());
+  b.to(w.device(), w.scalar_type());
+  b_weight.zero_();
+}
+
+void LoraHost::merge_lora() {
+  require<Error>(has_lora(), "merge: no LoRA attached");
+  if (merged_) return;
+  torch::NoGradGuard g;
+  auto& w = base_weight();
+  w.copy_((w.to(torch::kFloat32) + delta()).to(w.scalar_type()));
+  merged_ = true;
+}
+
+void LoraHost::unmerge_lora() {
+  if (!merged_) return;
+  torch::NoGradGuard g;
+  auto& w = base_weight();
+  w.copy_((w.to(torch::kFloat32) - delta()).to(w.scalar_type()));
+  merged_ = false;
+}
+
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   nn::Linear init(nn::LinearOptions(in, out).bias(with_bias));
   weight = register_parameter("weight", init->weight.detach().clone());
@@ -30,35 +61,15 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
 }
 
 void LinearImpl::add_lora(int64_t rank, double alpha, double dropout) {
-  require<ConfigError>(lora_A.is_empty(), "LoRA already attached");
-  require<ConfigError>(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  start_lora(has_lora(), rank, alpha);
   lora_dropout = register_module("lora_dropout", nn::Dropout(dropout));
   lora_A = register_module("lora_A", nn::Linear(nn::LinearOptions(weight.size(1), rank).bias(false)));
   lora_B = register_module("lora_B", nn::Linear(nn::LinearOptions(rank, weight.size(0)).bias(false)));
-  torch::NoGradGuard g;
-  lora_A->to(weight.device(), weight.scalar_type());
-  lora_B->to(weight.device(), weight.scalar_type());
-  lora_B->weight.zero_();
-  scale_ = alpha / static_cast<double>(rank);
+  finish_lora(*lora_A, lora_B->weight, *lora_B);
 }
 
 torch::Tensor LinearImpl::delta() const {
   return torch::matmul(lora_B->weight.to(torch::kFloat32), lora_A->weight.to(torch::kFloat32)) * scale_;
-}
-
-void LinearImpl::merge_lora() {
-  require<Error>(!lora_A.is_empty(), "merge: no LoRA attached");
-  if (merged_) return;
-  torch::NoGradGuard g;
-  weight.copy_((weight.to(torch::kFloat32) + delta()).to(weight.scalar_type()));
-  merged_ = true;
-}
-
-void LinearImpl::unmerge_lora() {
-  if (!merged_) return;
-  torch::NoGradGuard g;
-  weight.copy_((weight.to(torch::kFloat32) - delta()).to(weight.scalar_type()));
-  merged_ = false;
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias)
@@ -75,17 +86,12 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
 }
 
 void Conv2dImpl::add_lora(int64_t rank, double alpha, double dropout) {
-  require<ConfigError>(lora_A.is_empty(), "LoRA already attached");
-  require<ConfigError>(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  start_lora(has_lora(), rank, alpha);
   lora_dropout = register_module("lora_dropout", nn::Dropout(dropout));
   lora_A = register_module(
       "lora_A", nn::Conv2d(nn::Conv2dOptions(in_, rank, kernel_).stride(stride_).padding(padding_).bias(false)));
   lora_B = register_module("lora_B", nn::Conv2d(nn::Conv2dOptions(rank, out_, 1).bias(false)));
-  torch::NoGradGuard g;
-  lora_A->to(weight.device(), weight.scalar_type());
-  lora_B->to(weight.device(), weight.scalar_type());
-  lora_B->weight.zero_();
-  scale_ = alpha / static_cast<double>(rank);
+  finish_lora(*lora_A, lora_B->weight, *lora_B);
 }
 
 torch::Tensor Conv2dImpl::delta() const {
@@ -93,21 +99,6 @@ torch::Tensor Conv2dImpl::delta() const {
   auto b = lora_B->weight.to(torch::kFloat32).reshape({out_, rank});
   auto a = lora_A->weight.to(torch::kFloat32).reshape({rank, -1});
   return torch::matmul(b, a).reshape(weight.sizes()) * scale_;
-}
-
-void Conv2dImpl::merge_lora() {
-  require<Error>(!lora_A.is_empty(), "merge: no LoRA attached");
-  if (merged_) return;
-  torch::NoGradGuard g;
-  weight.copy_((weight.to(torch::kFloat32) + delta()).to(weight.scalar_type()));
-  merged_ = true;
-}
-
-void Conv2dImpl::unmerge_lora() {
-  if (!merged_) return;
-  torch::NoGradGuard g;
-  weight.copy_((weight.to(torch::kFloat32) - delta()).to(weight.scalar_type()));
-  merged_ = false;
 }
 
 nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {

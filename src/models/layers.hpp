@@ -16,11 +16,22 @@ class LoraHost {
   virtual ~LoraHost() = default;
   virtual void add_lora(int64_t rank, double alpha, double dropout) = 0;
   virtual bool has_lora() const = 0;
-  /// weight += scale * B A (idempotent); unmerge subtracts it again.
-  virtual void merge_lora() = 0;
-  virtual void unmerge_lora() = 0;
-  virtual bool lora_merged() const = 0;
-  virtual double lora_scale() const = 0;
+  /// weight += scale * B A (idempotent, in fp32); unmerge subtracts it again.
+  void merge_lora();
+  void unmerge_lora();
+  bool lora_merged() const { return merged_; }
+  double lora_scale() const { return scale_; }
+
+ protected:
+  virtual torch::Tensor& base_weight() = 0;
+  /// scale * B A in the base weight's shape, fp32.
+  virtual torch::Tensor delta() const = 0;
+  /// Validates rank and records the scale; called by add_lora before it builds A and B.
+  void start_lora(bool already, int64_t rank, double alpha);
+  /// A and B to the weight's device and dtype, B zeroed (a fresh adapter is the identity).
+  void finish_lora(torch::nn::Module& a, torch::Tensor& b_weight, torch::nn::Module& b);
+  double scale_ = 0;
+  bool merged_ = false;
 };
 
 /// nn.Linear with the reference's parameter names ("weight", "bias") and an optional LoRA.
@@ -30,18 +41,15 @@ class LinearImpl : public torch::nn::Module, public LoraHost {
   torch::Tensor forward(const torch::Tensor& x);
   void add_lora(int64_t rank, double alpha, double dropout) override;
   bool has_lora() const override { return !lora_A.is_empty(); }
-  void merge_lora() override;
-  void unmerge_lora() override;
-  bool lora_merged() const override { return merged_; }
-  double lora_scale() const override { return scale_; }
   torch::Tensor weight, bias;
 
+ protected:
+  torch::Tensor& base_weight() override { return weight; }
+  torch::Tensor delta() const override;
+
  private:
-  torch::Tensor delta() const;
   torch::nn::Linear lora_A{nullptr}, lora_B{nullptr};
   torch::nn::Dropout lora_dropout{nullptr};
-  double scale_ = 0;
-  bool merged_ = false;
 };
 TORCH_MODULE(Linear);
 
@@ -53,19 +61,16 @@ class Conv2dImpl : public torch::nn::Module, public LoraHost {
   torch::Tensor forward(const torch::Tensor& x);
   void add_lora(int64_t rank, double alpha, double dropout) override;
   bool has_lora() const override { return !lora_A.is_empty(); }
-  void merge_lora() override;
-  void unmerge_lora() override;
-  bool lora_merged() const override { return merged_; }
-  double lora_scale() const override { return scale_; }
   torch::Tensor weight, bias;
 
+ protected:
+  torch::Tensor& base_weight() override { return weight; }
+  torch::Tensor delta() const override;
+
  private:
-  torch::Tensor delta() const;
   int64_t in_, out_, kernel_, stride_, padding_;
   torch::nn::Conv2d lora_A{nullptr}, lora_B{nullptr};
   torch::nn::Dropout lora_dropout{nullptr};
-  double scale_ = 0;
-  bool merged_ = false;
 };
 TORCH_MODULE(Conv2d);
 

@@ -19,16 +19,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3
 from open_clip.tokenizer import SimpleTokenizer, default_bpe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from make_model_golden import perturb  # this folder is on sys.path when run as a script
+
 torch.set_num_threads(1)
 CAPTIONS = ["a red circle moves left", "A small BLUE square, moving fast!", "héllo wörld — 日本 🎉"]
-
-
-def perturb(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def tokenizer(tmp):

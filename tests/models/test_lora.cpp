@@ -115,7 +115,9 @@ TEST(Lora, OnlyAdaptersTrain) {
   int with_grad = 0;
   for (auto& p : unet->named_parameters(true)) {
     const bool lora = p.key().find(".lora_") != std::string::npos;
-    if (!lora) EXPECT_FALSE(p.value().grad().defined()) << p.key();
+    if (!lora) {
+      EXPECT_FALSE(p.value().grad().defined()) << p.key();
+    }
     if (lora && p.value().grad().defined() && p.value().grad().abs().sum().item<double>() > 0) ++with_grad;
   }
   EXPECT_EQ(with_grad, static_cast<int>(trainable.size()));
@@ -137,7 +139,9 @@ TEST(Lora, ExportImportAndRefusals) {
   import_lora(*b, file, "f");
   auto pa = a->named_parameters(), pb = b->named_parameters();
   for (auto& p : pa)
-    if (p.key().find(".lora_") != std::string::npos) EXPECT_LE(max_err(p.value(), pb[p.key()]), 1e-6) << p.key();
+    if (p.key().find(".lora_") != std::string::npos) {
+      EXPECT_LE(max_err(p.value(), pb[p.key()]), 1e-6) << p.key();
+    }
   auto broken = file;
   broken.erase("unet.mid_block.resnets.0.conv1.lora_B.weight");
   broken["unet.conv_in.lora_A.weight"] = torch::zeros({1});
