@@ -18,6 +18,9 @@ namespace mcm::io {
 namespace {
 // Header limit: the reference implementation refuses headers over 100 MB.
 constexpr uint64_t kMaxHeader = 100ull << 20;
+// Note [size limits]: every size and every tensor's byte count stay at or below 2^62, so shapes
+// fit int64_t and numel * dtype_size cannot wrap (unchecked, F64 [2^61 + 1] wraps to 8 bytes).
+constexpr uint64_t kMaxBytes = uint64_t{1} << 62;
 constexpr int64_t kMaxDims = 16;
 
 struct DTypeInfo { DType t; const char* name; size_t size; };
@@ -142,12 +145,15 @@ void SafetensorsFile::parse(const std::string& name) {
     }
     const auto& shape = v["shape"];
     if (!shape.is_array() || static_cast<int64_t>(shape.size()) > kMaxDims) throw bad(cat(where, ": shape must be an array of at most 16 sizes"));
-    uint64_t numel = 1;
+    // See Note [size limits]. Each size is bounded on its own too: after a zero size the product
+    // check alone would let any size through (2^64 - 1 became the int64_t size -1).
+    uint64_t want = dtype_size(t.dtype);
     for (auto& d : shape) {
       if (!d.is_number_unsigned()) throw bad(cat(where, ": shape has a non-integer or negative size"));
       uint64_t x = d.get<uint64_t>();
-      if (x != 0 && numel > (uint64_t{1} << 62) / x) throw bad(cat(where, ": absurd shape (element count overflows)"));
-      numel *= x;
+      if (x > kMaxBytes || (x != 0 && want > kMaxBytes / x))
+        throw bad(cat(where, ": absurd shape (size ", x, " makes the byte count exceed 2^62)"));
+      want *= x;
       t.shape.push_back(static_cast<int64_t>(x));
     }
     const auto& off = v["data_offsets"];
@@ -156,7 +162,6 @@ void SafetensorsFile::parse(const std::string& name) {
     uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
     if (b > e || e > data_size)
       throw bad(cat(where, ": data_offsets [", b, ", ", e, "] out of range of the ", data_size, "-byte data section"));
-    uint64_t want = numel * dtype_size(t.dtype);
     if (e - b != want)
       throw bad(cat(where, ": ", v["dtype"].get<std::string>(), " ", shape.dump(), " needs ", want, " bytes, offsets give ", e - b));
     t.data = data + b;

@@ -97,6 +97,25 @@ TEST(Safetensors, RefusesUntrustedFiles) {
   bad(image(R"({"__metadata__":{"k":1}})", 0), {"__metadata__[\"k\"] is not a string"});
 }
 
+// Inputs that fuzz/safetensors_fuzz.cpp flagged (copies in fuzz/corpus/safetensors/regress-*).
+TEST(Safetensors, FuzzRegressions) {
+  auto bad = [](const std::vector<uint8_t>& img, std::initializer_list<std::string> parts) {
+    test::expect_error<DataError>([&] { io::SafetensorsFile::from_bytes(img, "m.safetensors"); }, parts);
+  };
+  // 2^61 + 1 F64 elements are 2^64 + 8 bytes: the byte count wrapped to 8 and the file was accepted,
+  // so a reader of numel() elements ran far past the 8-byte data section.
+  bad(image(R"({"a":{"dtype":"F64","shape":[2305843009213693953],"data_offsets":[0,8]}})", 8), {"\"a\"", "absurd shape"});
+  bad(image(R"({"a":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})", 0), {"\"a\"", "absurd shape"});
+  // After a zero size any size passed, and 2^64 - 1 became the int64_t size -1.
+  bad(image(R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})", 0),
+      {"\"a\"", "absurd shape (size 18446744073709551615"});
+  // A zero size with a large (representable) one is a valid empty tensor, as in the reference package.
+  auto f = io::SafetensorsFile::from_bytes(image(R"({"a":{"dtype":"F32","shape":[0,4611686018427387904],"data_offsets":[0,0]}})", 0), "m");
+  EXPECT_EQ(f.at("a").shape, (std::vector<int64_t>{0, int64_t{1} << 62}));
+  EXPECT_EQ(f.at("a").numel(), 0);
+  EXPECT_EQ(f.at("a").nbytes, 0u);
+}
+
 TEST(Safetensors, ShardedIndex) {
   auto d = test::scratch();
   float x = 1, y = 2;

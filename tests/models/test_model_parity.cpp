@@ -206,6 +206,29 @@ TEST_F(ModelGolden, SaveThenLoadRoundTrips) {
   EXPECT_EQ(back->config().to_json(), unet->config().to_json());
 }
 
+TEST_F(ModelGolden, ShardedCheckpointFoldersLoad) {
+  // diffusers writes big models as diffusion_pytorch_model-0000K-of-0000N.safetensors + an index.
+  auto dst = test::scratch() / "sharded";
+  stdfs::create_directories(dst);
+  stdfs::copy_file(*dir_ / "unet_a/config.json", dst / "config.json");
+  auto w = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
+  TensorMap part[2];
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  int i = 0;
+  for (auto& [k, t] : w) {
+    const int s = i++ % 2;
+    part[s][k] = t;
+    index["weight_map"][k] = "diffusion_pytorch_model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
+  }
+  for (int s = 0; s < 2; ++s)
+    write_tensors(dst / ("diffusion_pytorch_model-0000" + std::to_string(s + 1) + "-of-00002.safetensors"), part[s]);
+  test::write_text(dst / "diffusion_pytorch_model.safetensors.index.json", index.dump());
+  auto unet = load_unet3d(dst);
+  auto ref = load_unet3d(*dir_ / "unet_a");
+  auto a = state_dict(*unet), b = state_dict(*ref);
+  for (auto& [k, t] : a) EXPECT_TRUE(torch::equal(t, b.at(k))) << k;
+}
+
 TEST_F(ModelGolden, StrictLoadListsEveryMissingUnexpectedAndMisshapedKey) {
   auto dst = test::scratch() / "bad";
   copy_with(*dir_ / "unet_a", dst, [](TensorMap& w) {
