@@ -3,10 +3,12 @@
 //
 //   build/bench/unet_step --size tiny|modelscope [--device cpu|cuda] [--dtype fp32|bf16]
 //                         [--frames F] [--res R] [--batch B] [--reps N] [--threads T]
-//                         [--python .venv/bin/python] [--json out.json]
+//                         [--rounds R] [--python .venv/bin/python] [--json out.json]
 //
 // The diffusers side runs bench/unet_step_diffusers.py in a child process with the same
-// arguments (so the two never share a process or a thread pool). Prints a table, writes JSON.
+// arguments (so the two never share a process or a thread pool). The two sides alternate for
+// `rounds` rounds, so drift in the machine's speed hits both; each round reports the median of
+// `reps` steps, and the table shows the median over rounds. Prints a table, writes JSON.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -26,7 +28,7 @@ namespace {
 
 struct Args {
   std::string size = "tiny", device = "cpu", dtype = "fp32", python = ".venv/bin/python", json = "";
-  int64_t frames = 8, res = 16, batch = 2, reps = 10, threads = 2;
+  int64_t frames = 8, res = 16, batch = 2, reps = 10, threads = 2, rounds = 3;
 };
 
 models::Unet3DConfig config_for(const std::string& size) {
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
     else if (k == "--batch") a.batch = std::stoll(v);
     else if (k == "--reps") a.reps = std::stoll(v);
     else if (k == "--threads") a.threads = std::stoll(v);
+    else if (k == "--rounds") a.rounds = std::stoll(v);
     else if (k == "--python") a.python = v;
     else if (k == "--json") a.json = v;
     else {
@@ -105,34 +108,44 @@ int main(int argc, char** argv) {
       return median(ms);
     };
     unet->train();
-    const double ours_fwd = time_it(false), ours_fb = time_it(true);
-
     std::ostringstream cmd;
     cmd << a.python << " " << MCM_SOURCE_DIR << "/bench/unet_step_diffusers.py --size " << a.size << " --device "
         << a.device << " --dtype " << a.dtype << " --frames " << a.frames << " --res " << a.res << " --batch "
-        << a.batch << " --reps " << a.reps << " --threads " << a.threads;
-    std::string out;
-    if (FILE* p = ::popen(cmd.str().c_str(), "r")) {
-      char buf[4096];
-      while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-      require<Error>(::pclose(p) == 0, "diffusers side failed: ", cmd.str());
+        << a.batch << " --reps " << a.reps << " --threads " << a.threads << " 2>/dev/null";
+    std::vector<double> of, ob, rf, rb;
+    nlohmann::json ref;
+    for (int64_t round = 0; round < a.rounds; ++round) {
+      of.push_back(time_it(false));
+      ob.push_back(time_it(true));
+      std::string out;
+      if (FILE* p = ::popen(cmd.str().c_str(), "r")) {
+        char buf[4096];
+        while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+        require<Error>(::pclose(p) == 0, "diffusers side failed: ", cmd.str());
+      }
+      require<Error>(out.find('{') != std::string::npos, "diffusers side printed no result: ", cmd.str());
+      ref = nlohmann::json::parse(out.substr(out.find('{')));
+      rf.push_back(ref["forward_ms"]);
+      rb.push_back(ref["forward_backward_ms"]);
+      require<Error>(ref["params"].get<int64_t>() == params, "parameter counts differ: ours ", params, ", diffusers ",
+                     ref["params"].get<int64_t>());
     }
-    auto ref = nlohmann::json::parse(out.substr(out.find('{')));
-    const double ref_fwd = ref["forward_ms"], ref_fb = ref["forward_backward_ms"];
-    require<Error>(ref["params"].get<int64_t>() == params, "parameter counts differ: ours ", params, ", diffusers ",
-                   ref["params"].get<int64_t>());
+    const double ours_fwd = median(of), ours_fb = median(ob), ref_fwd = median(rf), ref_fb = median(rb);
 
-    std::printf("UNet3D %s (%.1fM params), x=[%lld,4,%lld,%lld,%lld], %s %s, %lld threads, median of %lld\n",
+    std::printf("UNet3D %s (%.1fM params), x=[%lld,4,%lld,%lld,%lld], %s %s, %lld threads, median of %lld rounds x %lld steps\n",
                 a.size.c_str(), params / 1e6, (long long)a.batch, (long long)a.frames, (long long)a.res,
-                (long long)a.res, a.device.c_str(), a.dtype.c_str(), (long long)a.threads, (long long)a.reps);
+                (long long)a.res, a.device.c_str(), a.dtype.c_str(), (long long)a.threads, (long long)a.rounds,
+                (long long)a.reps);
     std::printf("%-22s %12s %12s %9s\n", "", "mcm (ms)", "diffusers", "speedup");
     std::printf("%-22s %12.1f %12.1f %8.2fx\n", "forward (inference)", ours_fwd, ref_fwd, ref_fwd / ours_fwd);
     std::printf("%-22s %12.1f %12.1f %8.2fx\n", "forward+backward", ours_fb, ref_fb, ref_fb / ours_fb);
     nlohmann::json j = {{"bench", "unet_step"}, {"size", a.size}, {"device", a.device}, {"dtype", a.dtype},
                         {"batch", a.batch}, {"frames", a.frames}, {"res", a.res}, {"threads", a.threads},
-                        {"reps", a.reps}, {"params", params},
-                        {"mcm", {{"forward_ms", ours_fwd}, {"forward_backward_ms", ours_fb}}},
-                        {"diffusers", {{"forward_ms", ref_fwd}, {"forward_backward_ms", ref_fb}}},
+                        {"reps", a.reps}, {"rounds", a.rounds}, {"params", params},
+                        {"mcm", {{"forward_ms", ours_fwd}, {"forward_backward_ms", ours_fb},
+                                 {"rounds_forward_ms", of}, {"rounds_forward_backward_ms", ob}}},
+                        {"diffusers", {{"forward_ms", ref_fwd}, {"forward_backward_ms", ref_fb},
+                                       {"rounds_forward_ms", rf}, {"rounds_forward_backward_ms", rb}}},
                         {"torch", ref.value("torch", "")}};
     if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
     return 0;
