@@ -113,7 +113,8 @@ std::unique_ptr<TextEncoder> make_text_encoder(const config::TextEncoderSection&
     return std::make_unique<WordTextEncoder>(vocab, cfg.max_length, cfg.dim, cfg.seed);
   }
   if (cfg.kind == "clip") {
-    const std::filesystem::path model = cfg.path;
+    std::filesystem::path model = std::filesystem::path(cfg.path).lexically_normal();
+    if (model.filename().empty()) model = model.parent_path();  // "…/text_encoder/"
     const std::filesystem::path tok = cfg.tokenizer.empty() ? model.parent_path() / "tokenizer" : std::filesystem::path(cfg.tokenizer);
     return std::make_unique<ClipTextEncoder>(model, tok);
   }

@@ -263,7 +263,7 @@ class Pipeline(unittest.TestCase):
         sets = [f"prep.videos={REAL}", "prep.frames=8", "prep.stride=2", "prep.resolution=32",
                 "prep.encode_images=false", "models.autoencoder.kind=\"autoencoder_kl\"",
                 f"models.autoencoder.path=\"{pipe}/vae\"", "models.text_encoder.kind=\"clip\"",
-                f"models.text_encoder.path=\"{pipe}/text_encoder\""]
+                f"models.text_encoder.path=\"{pipe}/text_encoder/\""]  # trailing slash on purpose
         mcm(["prep"], d, sets)
         rec = latest(d, "prep")
         self.assertGreaterEqual(rec["counts"]["clips_written"], 3)
