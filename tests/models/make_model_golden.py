@@ -133,6 +133,14 @@ def main():
         tensors[f"{name}/hidden_masked"] = om.last_hidden_state
         cases.append(name)
 
+    # ModelScopeT2V's block structure (4 levels, 2 layers, every block type) at a quarter of its
+    # widths: state-dict names and shapes, built on the meta device (no memory, no time).
+    with torch.device("meta"):
+        ms = UNet3DConditionModel(block_out_channels=(64, 128, 256, 256), attention_head_dim=64,
+                                  cross_attention_dim=256)
+    with open(os.path.join(out, "modelscope_structure.json"), "w") as f:
+        json.dump({"config": dict(ms.config), "shapes": {k: list(v.shape) for k, v in ms.state_dict().items()}}, f)
+
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "golden.safetensors"),
               metadata={"cases": json.dumps(cases)})
 
