@@ -27,7 +27,7 @@ def main():
     torch.manual_seed(0)
     unet = UNet3DConditionModel(**(TINY if a.size == "tiny" else {}))  # defaults: ModelScopeT2V
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    unet.to(a.device, dtype).train()
+    unet.to(a.device, dtype)
     cfg = unet.config
     x = torch.randn(a.batch, cfg.in_channels, a.frames, a.res, a.res, device=a.device, dtype=dtype)
     t = torch.full((a.batch,), 500, device=a.device, dtype=torch.int64)
@@ -38,6 +38,7 @@ def main():
             torch.cuda.synchronize()
 
     def time_it(backward):
+        unet.train(backward)  # forward as a sampler (eval, no_grad); forward+backward in train mode
         ms = []
         for r in range(a.reps + 2):
             unet.zero_grad(set_to_none=True)

@@ -33,6 +33,8 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const nlohmann::json& doc, co
   if (r.has("latents_mean")) r.fail("latents_mean", "per-channel latent statistics are not supported");
   const size_t n = c.block_out_channels.size();
   if (n == 0) r.fail("block_out_channels", "empty");
+  for (const char* k : {"in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"})
+    if (r.integer(k, 1) < 1) r.fail(k, "must be >= 1");
   for (const auto& t : r.strings("down_block_types", std::vector<std::string>(n, "DownEncoderBlock2D")))
     if (t != "DownEncoderBlock2D") r.fail("down_block_types", cat("unknown block type ", t));
   for (const auto& t : r.strings("up_block_types", std::vector<std::string>(n, "UpDecoderBlock2D")))
@@ -214,7 +216,7 @@ VaeFrameAutoencoder::VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t s
     : vae_(std::move(vae)), mode_(mode), slice_(slice_frames), source_(std::move(source)) {
   require<ConfigError>(slice_ >= 1, "autoencoder slice_frames must be >= 1, got ", slice_);
   vae_->eval();
-  hash_ = source_.empty() ? "" : checksum::of_file(source_);
+  hash_ = source_.empty() ? "" : folder_checksum(source_);
 }
 
 torch::Tensor VaeFrameAutoencoder::encode(const torch::Tensor& frames, uint64_t noise_seed) {
@@ -265,6 +267,7 @@ AutoencoderKL load_autoencoder_kl(const stdfs::path& folder, torch::ScalarType d
   vae->to(dtype);
   const auto weights = find_weights(folder);
   load_strict(*vae, read_tensors(weights), weights.string());
+  vae->eval();
   return vae;
 }
 

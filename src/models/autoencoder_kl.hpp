@@ -51,7 +51,8 @@ TORCH_MODULE(AutoencoderKL);
 class VaeFrameAutoencoder : public FrameAutoencoder {
  public:
   enum class Mode { Mean, Sample };
-  VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t slice_frames, std::string source);
+  /// `folder`: the vae/ folder it came from ("" when built in memory), checksummed for the manifest.
+  VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t slice_frames, std::string folder);
   torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
   int64_t latent_channels() const override { return vae_->config().latent_channels; }

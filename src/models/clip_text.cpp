@@ -25,10 +25,11 @@ ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& doc, const stdfs:
   c.eos_token_id = r.integer("eos_token_id", c.eos_token_id);
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     r.fail("hidden_act", cat("\"", c.hidden_act, "\" is not supported (quick_gelu or gelu)"));
+  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                        "max_position_embeddings"})
+    if (r.integer(k, 1) < 1) r.fail(k, "must be >= 1");
   if (c.hidden_size % c.num_attention_heads != 0)
     r.fail("num_attention_heads", cat(c.num_attention_heads, " does not divide hidden_size ", c.hidden_size));
-  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "max_position_embeddings"})
-    if (r.integer(k, 1) < 1) r.fail(k, "must be >= 1");
   return c;
 }
 
@@ -112,6 +113,7 @@ ClipTextModel load_clip_text_model(const stdfs::path& folder, torch::ScalarType 
     tensors[k.rfind("text_model.", 0) == 0 ? k.substr(11) : k] = v;
   }
   load_strict(*model, tensors, weights.string());
+  model->eval();
   return model;
 }
 
@@ -125,7 +127,7 @@ ClipTextEncoder::ClipTextEncoder(const stdfs::path& model_dir, const stdfs::path
   require<ConfigError>(tokenizer_.context_length() <= model_->config().max_position_embeddings, "tokenizer ",
                        tokenizer_dir, " pads to ", tokenizer_.context_length(), " tokens but the text encoder has ",
                        model_->config().max_position_embeddings, " positions");
-  hash_ = checksum::of_bytes(tokenizer_.content_hash() + "|" + checksum::of_file(find_weights(model_dir)));
+  hash_ = checksum::of_bytes(tokenizer_.content_hash() + "|" + folder_checksum(model_dir));
 }
 
 torch::Tensor ClipTextEncoder::encode(const std::vector<std::string>& captions) {

@@ -102,7 +102,7 @@ std::unique_ptr<FrameAutoencoder> make_autoencoder(const config::AutoencoderSect
     // No slicing of its own: prep hands it prep.encode_batch frames at a time.
     return std::make_unique<VaeFrameAutoencoder>(
         load_autoencoder_kl(cfg.path), cfg.mode == "sample" ? VaeFrameAutoencoder::Mode::Sample : VaeFrameAutoencoder::Mode::Mean,
-        std::numeric_limits<int64_t>::max(), find_weights(cfg.path).string());
+        std::numeric_limits<int64_t>::max(), cfg.path);
   }
   throw ConfigError(cat("models.autoencoder.kind = \"", cfg.kind, "\": not available"));
 }

@@ -310,18 +310,15 @@ torch::Tensor Downsample2DImpl::forward(const torch::Tensor& x) {
 Upsample2DImpl::Upsample2DImpl(int64_t channels) { conv = register_module("conv", conv2d(channels, channels, 3, 1, 1)); }
 
 torch::Tensor Upsample2DImpl::forward(const torch::Tensor& x, const std::optional<std::vector<int64_t>>& size) {
-  // As the reference: bf16 nearest upsampling runs in fp32; large batches are made contiguous.
-  const auto dtype = x.scalar_type();
-  torch::Tensor h = dtype == torch::kBFloat16 ? x.to(torch::kFloat32) : x;
+  // As the reference: large batches are made contiguous (its bf16 upcast applies to torch < 2.1 only).
+  torch::Tensor h = x;
   if (h.size(0) >= 64) h = h.contiguous();
   auto opts = F::InterpolateFuncOptions().mode(torch::kNearest);
   if (size)
     opts.size(*size);
   else
     opts.scale_factor(std::vector<double>{2.0, 2.0});
-  h = F::interpolate(h, opts);
-  if (dtype == torch::kBFloat16) h = h.to(dtype);
-  return conv(h);
+  return conv(F::interpolate(h, opts));
 }
 
 }  // namespace mcm::models::layers

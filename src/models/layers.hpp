@@ -78,7 +78,9 @@ TORCH_MODULE(Conv2d);
 torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                                  double downscale_freq_shift);
 
-/// linear_1 -> SiLU -> linear_2, with an optional cond_proj added to the input first.
+/// linear_1 -> SiLU -> linear_2, with an optional cond_proj added to the input first. Stricter
+/// than diffusers on purpose: a model with cond_proj refuses a call without a condition (diffusers
+/// silently skips it, which hides a missing guidance embedding).
 class TimestepEmbeddingImpl : public torch::nn::Module {
  public:
   TimestepEmbeddingImpl(int64_t in, int64_t dim, int64_t cond_proj_dim = 0);

@@ -77,6 +77,22 @@ void unmerge_lora(torch::nn::Module& model) {
     if (h->has_lora()) h->unmerge_lora();
 }
 
+bool has_unmerged_lora(torch::nn::Module& model) {
+  for (auto& [name, h] : hosts(model))
+    if (h->has_lora() && !h->lora_merged()) return true;
+  return false;
+}
+
+TensorMap without_lora(TensorMap tensors) {
+  for (auto it = tensors.begin(); it != tensors.end();) {
+    if (it->first.find(".lora_A.") != std::string::npos || it->first.find(".lora_B.") != std::string::npos)
+      it = tensors.erase(it);
+    else
+      ++it;
+  }
+  return tensors;
+}
+
 TensorMap export_lora(torch::nn::Module& model, const std::string& prefix) {
   TensorMap out;
   auto params = model.named_parameters(true);
@@ -99,6 +115,8 @@ void import_lora(torch::nn::Module& model, const TensorMap& tensors, const std::
   torch::NoGradGuard ng;
   for (auto& [name, h] : hosts(model)) {
     if (!h->has_lora()) continue;
+    require<ConfigError>(!h->lora_merged(), source, ": cannot import LoRA into ", name,
+                         ": its adapter is merged into the weight; unmerge_lora() first");
     for (const char* part : {"lora_A", "lora_B"}) {
       const std::string key = prefix + name + "." + part + ".weight";
       auto it = tensors.find(key);

@@ -37,14 +37,18 @@ std::vector<torch::Tensor> freeze_all_but_lora(torch::nn::Module& model);
 
 void merge_lora(torch::nn::Module& model);
 void unmerge_lora(torch::nn::Module& model);
+/// True when some adapter is attached and not merged.
+bool has_unmerged_lora(torch::nn::Module& model);
+/// `tensors` without the adapter tensors (".lora_A." / ".lora_B." keys).
+TensorMap without_lora(TensorMap tensors);
 
 /// Adapters in PEFT/diffusers form: "<prefix><module>.lora_A.weight" and ".lora_B.weight", with
 /// the alpha/rank scale folded into lora_B, so diffusers' default (alpha = rank) reproduces them.
 TensorMap export_lora(torch::nn::Module& model, const std::string& prefix = "unet.");
 
 /// Loads adapters exported by export_lora (or by diffusers/PEFT with alpha = rank) into a model
-/// whose adapters are attached; every adapter must be present with matching shapes (DataError
-/// listing the names otherwise).
+/// whose adapters are attached and not merged (a merged weight holds the old product: refused);
+/// every adapter must be present with matching shapes (DataError listing the names otherwise).
 void import_lora(torch::nn::Module& model, const TensorMap& tensors, const std::string& source,
                  const std::string& prefix = "unet.");
 

@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/fs.hpp"
+#include "models/lora.hpp"
 #include "models/weights.hpp"
 
 namespace mcm::models {
@@ -38,6 +39,8 @@ Unet3DConfig Unet3DConfig::from_json(const nlohmann::json& doc, const fs::path& 
   if (r.string("act_fn", "silu") != "silu") r.fail("act_fn", "only \"silu\" is supported");
   const size_t n = c.block_out_channels.size();
   if (n == 0) r.fail("block_out_channels", "empty");
+  for (const char* k : {"in_channels", "out_channels", "norm_num_groups", "attention_head_dim", "cross_attention_dim"})
+    if (r.integer(k, 1) < 1) r.fail(k, "must be >= 1");
   if (c.down_block_types.size() != n)
     r.fail("down_block_types", cat(c.down_block_types.size(), " blocks but ", n, " block_out_channels"));
   if (c.up_block_types.size() != n)
@@ -250,13 +253,16 @@ Unet3D load_unet3d(const fs::path& folder, torch::ScalarType dtype) {
   unet->to(dtype);
   const auto weights = find_weights(folder);
   load_strict(*unet, read_tensors(weights), weights.string());
+  unet->eval();
   return unet;
 }
 
 void save_unet3d(Unet3D& unet, const fs::path& folder, std::optional<torch::ScalarType> dtype) {
   fs::create_directories(folder);
+  require<ConfigError>(!has_unmerged_lora(*unet), "save_unet3d ", folder,
+                       ": the UNet has unmerged LoRA adapters; merge_lora() first (or save_lora() for the adapters)");
   mcm::fs::write_atomic(folder / "config.json", unet->config().to_json().dump(2) + "\n");
-  write_tensors(folder / "diffusion_pytorch_model.safetensors", state_dict(*unet), dtype, {{"format", "pt"}});
+  write_tensors(folder / "diffusion_pytorch_model.safetensors", without_lora(state_dict(*unet)), dtype, {{"format", "pt"}});
 }
 
 }  // namespace mcm::models

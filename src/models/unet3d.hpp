@@ -64,10 +64,13 @@ class Unet3DImpl : public torch::nn::Module {
 TORCH_MODULE(Unet3D);
 
 /// Builds the UNet from a diffusers `unet/` folder: config.json decides the options, the weights
-/// load strictly and convert to `dtype`.
+/// load strictly and convert to `dtype`. Returned in eval mode, as diffusers' from_pretrained
+/// (trainers call train()).
 Unet3D load_unet3d(const std::filesystem::path& folder, torch::ScalarType dtype = torch::kFloat32);
 
 /// Writes `folder/config.json` and `folder/diffusion_pytorch_model.safetensors` (diffusers layout).
+/// A model with LoRA adapters is written as the plain UNet with the adapters merged: it must be
+/// merged first (ConfigError otherwise: an unmerged adapter would silently vanish in diffusers).
 void save_unet3d(Unet3D& unet, const std::filesystem::path& folder,
                  std::optional<torch::ScalarType> dtype = std::nullopt);
 

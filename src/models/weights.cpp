@@ -4,6 +4,7 @@
 #include <fstream>
 #include <set>
 
+#include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
 
@@ -71,13 +72,32 @@ nlohmann::json read_config_json(const fs::path& folder) {
 
 fs::path find_weights(const fs::path& folder) {
   require<IoError>(fs::is_directory(folder), "model folder ", folder, " does not exist");
-  for (const char* name : {"diffusion_pytorch_model.safetensors", "model.safetensors",
-                           "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"}) {
-    if (fs::exists(folder / name)) return folder / name;
-  }
+  for (const char* variant : {"", ".fp16"})
+    for (const char* stem : {"diffusion_pytorch_model", "model"})
+      for (const char* ext : {".safetensors", ".safetensors.index.json"}) {
+        const auto p = folder / cat(stem, variant, ext);
+        if (fs::exists(p)) return p;
+      }
   throw IoError(cat("no weights in ", folder,
-                    ": looked for diffusion_pytorch_model.safetensors, model.safetensors and their "
-                    ".safetensors.index.json (convert .bin checkpoints to safetensors first)"));
+                    ": looked for diffusion_pytorch_model.safetensors, model.safetensors, their "
+                    ".safetensors.index.json and .fp16 variants (convert .bin checkpoints to safetensors first)"));
+}
+
+std::string folder_checksum(const fs::path& folder) {
+  const auto weights = find_weights(folder);
+  std::string parts = checksum::of_file(folder / "config.json") + "|" + checksum::of_file(weights);
+  if (weights.string().ends_with(".index.json")) {
+    std::ifstream in(weights);
+    std::set<std::string> shards;
+    try {
+      const auto doc = nlohmann::json::parse(in);
+      for (const auto& [k, v] : doc.at("weight_map").items()) shards.insert(v.get<std::string>());
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError(cat(weights, ": bad index: ", e.what()));
+    }
+    for (const auto& s : shards) parts += "|" + checksum::of_file(folder / s);
+  }
+  return checksum::of_bytes(parts);
 }
 
 TensorMap read_tensors(const fs::path& file_or_index) {

@@ -18,8 +18,13 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 nlohmann::json read_config_json(const std::filesystem::path& folder);
 
 /// The weights file of a component folder: diffusion_pytorch_model.safetensors, model.safetensors,
-/// or their `.safetensors.index.json` (sharded). IoError listing what was looked for.
+/// or their `.safetensors.index.json` (sharded); then the `.fp16.` variants of those (folders
+/// downloaded with variant="fp16"). IoError listing what was looked for.
 std::filesystem::path find_weights(const std::filesystem::path& folder);
+
+/// Checksum of everything in a component folder that decides its outputs: config.json and every
+/// weights file (all shards of an index). For the manifest's reuse identity.
+std::string folder_checksum(const std::filesystem::path& folder);
 
 /// Every tensor of a checkpoint (file or index), copied into CPU torch tensors of the file's dtype.
 TensorMap read_tensors(const std::filesystem::path& file_or_index);

@@ -116,7 +116,7 @@ TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
 
   // Behind the prep interface: scaled mean latents; slicing does not change the result; sampling
   // is seeded by the caller and differs from the mean by the posterior std.
-  VaeFrameAutoencoder ae(vae, VaeFrameAutoencoder::Mode::Mean, 2, (*dir_ / "vae/diffusion_pytorch_model.safetensors").string());
+  VaeFrameAutoencoder ae(vae, VaeFrameAutoencoder::Mode::Mean, 2, (*dir_ / "vae").string());
   auto z = ae.encode(g("vae/x"));
   EXPECT_LE(max_err(z, g("vae/mean") * 0.18215), 1e-5);
   EXPECT_EQ(ae.downsample(), 2);
@@ -202,6 +202,27 @@ TEST_F(ModelGolden, HalfPrecisionFilesLoadIntoFloatModels) {
   auto ours = state_dict(*unet);
   // Values are the f16 roundings of the originals.
   EXPECT_TRUE(torch::equal(ours.at("conv_in.weight"), ref.at("conv_in.weight").to(torch::kHalf).to(torch::kFloat32)));
+}
+
+TEST_F(ModelGolden, LoadedModelsAreInEvalModeAndFp16VariantFoldersLoad) {
+  auto unet = load_unet3d(*dir_ / "unet_a");
+  EXPECT_FALSE(unet->is_training());  // as diffusers' from_pretrained: temporal-conv dropout off
+  EXPECT_FALSE(load_autoencoder_kl(*dir_ / "vae")->is_training());
+  EXPECT_FALSE(load_clip_text_model(*dir_ / "clip_a")->is_training());
+  // A folder downloaded with variant="fp16" has only diffusion_pytorch_model.fp16.safetensors.
+  auto dst = test::scratch() / "variant";
+  stdfs::create_directories(dst);
+  stdfs::copy_file(*dir_ / "unet_a/config.json", dst / "config.json");
+  auto w = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
+  write_tensors(dst / "diffusion_pytorch_model.fp16.safetensors", w, torch::kHalf);
+  EXPECT_EQ(find_weights(dst).filename(), "diffusion_pytorch_model.fp16.safetensors");
+  EXPECT_NO_THROW(load_unet3d(dst));
+  // The reuse checksum covers config.json too, not only the weights.
+  const auto before = folder_checksum(dst);
+  auto cfg = read_config_json(dst);
+  cfg["norm_eps"] = 1e-6;
+  test::write_text(dst / "config.json", cfg.dump());
+  EXPECT_NE(folder_checksum(dst), before);
 }
 
 TEST_F(ModelGolden, SaveThenLoadRoundTrips) {
@@ -297,6 +318,10 @@ TEST_F(ModelGolden, BadFoldersAndConfigsAreRefusedByName) {
                                   {"down_block_types", "2 blocks but 1 block_out_channels"});
   test::expect_error<ConfigError>([&] { Unet3DConfig::from_json(with("norm_num_groups", 7), f); },
                                   {"block_out_channels", "norm_num_groups 7"});
+  test::expect_error<ConfigError>([&] { Unet3DConfig::from_json(with("norm_num_groups", 0), f); },
+                                  {"norm_num_groups", "must be >= 1"});
+  test::expect_error<ConfigError>([&] { Unet3DConfig::from_json(with("attention_head_dim", 0), f); },
+                                  {"attention_head_dim", "must be >= 1"});
   test::expect_error<ConfigError>([&] { Unet3DConfig::from_json(with("layers_per_block", "two"), f); },
                                   {"layers_per_block", "expected an integer"});
   test::expect_error<ConfigError>([&] { Unet3DConfig::from_json(with("act_fn", "gelu"), f); }, {"act_fn"});
