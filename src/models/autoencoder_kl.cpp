@@ -264,10 +264,7 @@ std::string VaeFrameAutoencoder::name() const {
 AutoencoderKL load_autoencoder_kl(const stdfs::path& folder, torch::ScalarType dtype) {
   auto cfg = AutoencoderKLConfig::from_json(read_config_json(folder), folder / "config.json");
   AutoencoderKL vae(cfg);
-  vae->to(dtype);
-  const auto weights = find_weights(folder);
-  load_strict(*vae, read_tensors(weights), weights.string());
-  vae->eval();
+  load_folder_weights(*vae, folder, dtype);
   return vae;
 }
 

@@ -105,15 +105,10 @@ ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& ids, const std::o
 ClipTextModel load_clip_text_model(const stdfs::path& folder, torch::ScalarType dtype) {
   auto cfg = ClipTextConfig::from_json(read_config_json(folder), folder / "config.json");
   ClipTextModel model(cfg);
-  model->to(dtype);
-  const auto weights = find_weights(folder);
-  TensorMap tensors;
-  for (auto& [k, v] : read_tensors(weights)) {
-    if (k == "text_model.embeddings.position_ids" || k == "embeddings.position_ids") continue;  // old non-persistent buffer
-    tensors[k.rfind("text_model.", 0) == 0 ? k.substr(11) : k] = v;
-  }
-  load_strict(*model, tensors, weights.string());
-  model->eval();
+  load_folder_weights(*model, folder, dtype, [](const std::string& k) -> std::string {
+    if (k == "text_model.embeddings.position_ids" || k == "embeddings.position_ids") return "";  // old non-persistent buffer
+    return k.rfind("text_model.", 0) == 0 ? k.substr(11) : k;
+  });
   return model;
 }
 

@@ -10,7 +10,6 @@
 #include "core/checksum.hpp"
 #include "models/autoencoder_kl.hpp"
 #include "models/clip_text.hpp"
-#include "models/weights.hpp"
 #include "core/error.hpp"
 
 namespace mcm::models {

@@ -109,7 +109,7 @@ TensorMap export_lora(torch::nn::Module& model, const std::string& prefix) {
 
 void import_lora(torch::nn::Module& model, const TensorMap& tensors, const std::string& source,
                  const std::string& prefix) {
-  std::vector<std::string> missing, misshaped, unexpected;
+  KeyMismatch bad;
   std::set<std::string> used;
   auto params = model.named_parameters(true);
   torch::NoGradGuard ng;
@@ -121,13 +121,13 @@ void import_lora(torch::nn::Module& model, const TensorMap& tensors, const std::
       const std::string key = prefix + name + "." + part + ".weight";
       auto it = tensors.find(key);
       if (it == tensors.end()) {
-        missing.push_back(key);
+        bad.missing.push_back(key);
         continue;
       }
       used.insert(key);
       auto& target = params[name + "." + part + ".weight"];
       if (it->second.sizes() != target.sizes()) {
-        misshaped.push_back(cat(key, " (file ", it->second.sizes(), ", model ", target.sizes(), ")"));
+        bad.add_misshaped(key, it->second.sizes(), target.sizes());
         continue;
       }
       auto v = it->second.to(torch::kFloat32);
@@ -136,18 +136,8 @@ void import_lora(torch::nn::Module& model, const TensorMap& tensors, const std::
     }
   }
   for (const auto& [k, v] : tensors)
-    if (!used.count(k)) unexpected.push_back(k);
-  if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
-  auto join = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-    return s;
-  };
-  std::string msg = cat(source, ": LoRA weights do not match the model's adapters");
-  if (!missing.empty()) msg += cat("; ", missing.size(), " missing: ", join(missing));
-  if (!unexpected.empty()) msg += cat("; ", unexpected.size(), " unexpected: ", join(unexpected));
-  if (!misshaped.empty()) msg += cat("; ", misshaped.size(), " mis-shaped: ", join(misshaped));
-  throw DataError(msg);
+    if (!used.count(k)) bad.unexpected.push_back(k);
+  bad.throw_if_any(cat(source, ": LoRA weights do not match the model's adapters"));
 }
 
 void save_lora(torch::nn::Module& model, const LoraConfig& cfg, const stdfs::path& folder) {

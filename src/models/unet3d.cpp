@@ -250,10 +250,7 @@ torch::Tensor Unet3DImpl::forward(const torch::Tensor& sample, const torch::Tens
 Unet3D load_unet3d(const fs::path& folder, torch::ScalarType dtype) {
   auto cfg = Unet3DConfig::from_json(read_config_json(folder), folder / "config.json");
   Unet3D unet(cfg);
-  unet->to(dtype);
-  const auto weights = find_weights(folder);
-  load_strict(*unet, read_tensors(weights), weights.string());
-  unet->eval();
+  load_folder_weights(*unet, folder, dtype);
   return unet;
 }
 

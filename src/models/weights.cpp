@@ -113,24 +113,37 @@ TensorMap read_tensors(const fs::path& file_or_index) {
   return out;
 }
 
+void KeyMismatch::add_misshaped(const std::string& key, c10::IntArrayRef file, c10::IntArrayRef model) {
+  misshaped.push_back(cat(key, " (file ", shape_str(file), ", model ", shape_str(model), ")"));
+}
+
+void KeyMismatch::throw_if_any(const std::string& what) const {
+  if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
+  std::string msg = what;
+  if (!missing.empty()) msg += cat("; ", missing.size(), " missing: ", join_list(missing));
+  if (!unexpected.empty()) msg += cat("; ", unexpected.size(), " unexpected: ", join_list(unexpected));
+  if (!misshaped.empty()) msg += cat("; ", misshaped.size(), " mis-shaped: ", join_list(misshaped));
+  throw DataError(msg);
+}
+
 void load_strict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source) {
-  std::vector<std::string> missing, misshaped, unexpected;
+  KeyMismatch bad;
   std::set<std::string> seen;
   torch::NoGradGuard no_grad;
   auto visit = [&](const std::string& name, torch::Tensor& target) {
     seen.insert(name);
     auto it = tensors.find(name);
     if (it == tensors.end()) {
-      missing.push_back(name);
+      bad.missing.push_back(name);
       return;
     }
     const torch::Tensor& src = it->second;
     if (src.sizes() != target.sizes()) {
-      misshaped.push_back(cat(name, " (file ", shape_str(src.sizes()), ", model ", shape_str(target.sizes()), ")"));
+      bad.add_misshaped(name, src.sizes(), target.sizes());
       return;
     }
     if (src.is_floating_point() != target.is_floating_point()) {
-      misshaped.push_back(cat(name, " (file dtype ", src.scalar_type(), ", model ", target.scalar_type(), ")"));
+      bad.misshaped.push_back(cat(name, " (file dtype ", src.scalar_type(), ", model ", target.scalar_type(), ")"));
       return;
     }
     target.copy_(src.to(target.device(), target.scalar_type()));
@@ -138,13 +151,23 @@ void load_strict(torch::nn::Module& module, const TensorMap& tensors, const std:
   for (auto& p : module.named_parameters(/*recurse=*/true)) visit(p.key(), p.value());
   for (auto& b : module.named_buffers(/*recurse=*/true)) visit(b.key(), b.value());
   for (const auto& [k, v] : tensors)
-    if (!seen.count(k)) unexpected.push_back(k);
-  if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
-  std::string msg = cat(source, ": weights do not match the model");
-  if (!missing.empty()) msg += cat("; ", missing.size(), " missing: ", join_list(missing));
-  if (!unexpected.empty()) msg += cat("; ", unexpected.size(), " unexpected: ", join_list(unexpected));
-  if (!misshaped.empty()) msg += cat("; ", misshaped.size(), " mis-shaped: ", join_list(misshaped));
-  throw DataError(msg);
+    if (!seen.count(k)) bad.unexpected.push_back(k);
+  bad.throw_if_any(cat(source, ": weights do not match the model"));
+}
+
+void load_folder_weights(torch::nn::Module& module, const fs::path& folder, torch::ScalarType dtype,
+                         const std::function<std::string(const std::string&)>& rename) {
+  module.to(dtype);
+  const auto weights = find_weights(folder);
+  TensorMap tensors = read_tensors(weights);
+  if (rename) {
+    TensorMap renamed;
+    for (auto& [k, v] : tensors)
+      if (auto name = rename(k); !name.empty()) renamed[name] = std::move(v);
+    tensors = std::move(renamed);
+  }
+  load_strict(module, tensors, weights.string());
+  module.eval();
 }
 
 TensorMap state_dict(const torch::nn::Module& module) {

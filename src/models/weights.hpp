@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -29,11 +30,25 @@ std::string folder_checksum(const std::filesystem::path& folder);
 /// Every tensor of a checkpoint (file or index), copied into CPU torch tensors of the file's dtype.
 TensorMap read_tensors(const std::filesystem::path& file_or_index);
 
+/// Keys that did not match between a file and a model, for one error listing all of them.
+struct KeyMismatch {
+  std::vector<std::string> missing, unexpected, misshaped;  ///< misshaped: "key (file [..], model [..])"
+  void add_misshaped(const std::string& key, c10::IntArrayRef file, c10::IntArrayRef model);
+  /// DataError "<what>; N missing: a, b; N unexpected: ...; N mis-shaped: ..." unless all empty.
+  void throw_if_any(const std::string& what) const;
+};
+
 /// Strict load: the keys of `tensors` must be exactly the module's parameters and persistent
 /// buffers, with equal shapes. Missing, unexpected and mis-shaped keys are all listed, by name, in
 /// one DataError naming `source`. Floating values convert to each parameter's dtype and device
 /// (so f16/bf16 files load into an fp32 model).
 void load_strict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source);
+
+/// The loader every component uses: converts `module` to `dtype`, reads the folder's weights
+/// (find_weights), passes each key through `rename` when given (an empty result drops the key),
+/// loads strictly and leaves the module in eval mode, as diffusers' from_pretrained.
+void load_folder_weights(torch::nn::Module& module, const std::filesystem::path& folder, torch::ScalarType dtype,
+                         const std::function<std::string(const std::string&)>& rename = {});
 
 /// Parameters and buffers by name, detached, contiguous, on the CPU.
 TensorMap state_dict(const torch::nn::Module& module);
