@@ -1,5 +1,6 @@
-// POSIX tar (ustar, GNU long names, pax paths): a streaming reader that detects truncation and
-// a writer for the shards synth produces. WebDataset shards are plain tars.
+// POSIX tar (ustar, GNU long names, pax path/size records): a streaming reader that detects
+// truncation and never trusts a header's sizes, and a writer for the shards synth produces.
+// WebDataset shards are plain tars.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,9 @@ struct TarMember {
 
 /// Reads regular-file members one by one without loading the archive. Throws DataError on a
 /// corrupt header or truncated data, naming the archive, the member and the byte offset.
+/// Memory follows the file, not its headers (Note [sizes are input] in tar.cpp): a member is
+/// refused before allocation when it claims more bytes than the file has left, and GNU long
+/// names and pax headers are limited to kMaxExtendedHeader bytes.
 class TarReader {
  public:
   explicit TarReader(std::filesystem::path path);
@@ -29,17 +33,30 @@ class TarReader {
   /// Next regular file; false at the end of the archive.
   bool next(TarMember& out);
   const std::filesystem::path& path() const { return path_; }
-  /// Name of the member being read (after a truncation error: the truncated one).
+  /// Name of the member being read (after a truncation error: the truncated one; empty when
+  /// the error hit a GNU long-name or pax header, whose member is not known yet).
   const std::string& current_name() const { return current_; }
+
+  /// Largest GNU long name ('L') or pax extended header ('x') accepted, in bytes.
+  static constexpr uint64_t kMaxExtendedHeader = uint64_t{1} << 20;
 
  private:
   struct FileCloser { void operator()(std::FILE* f) const { if (f) std::fclose(f); } };
+  struct Header;   // one parsed 512-byte header (tar.cpp)
+  struct Pending;  // what 'L' and 'x' headers say about the next member (tar.cpp)
+  bool read_header(Header& h);
+  void read_extended(const Header& h, Pending& pending);
+  std::vector<uint8_t> read_data(const Header& h);
+  void skip_data(const Header& h);
+  void skip_padding(uint64_t size);
+  void check_fits(const Header& h) const;
   bool read_exact(void* buf, size_t n);
   std::filesystem::path path_;
   std::unique_ptr<std::FILE, FileCloser> f_;
   uint64_t offset_ = 0;
+  uint64_t file_size_ = 0;   ///< from fstat at open; meaningful when size_known_
+  bool size_known_ = false;  ///< a regular file (not a pipe): sizes are checked before reading
   bool done_ = false;
-  int members_ = 0;
   std::string current_;
 };
 

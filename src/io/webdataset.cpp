@@ -13,6 +13,37 @@ std::optional<std::pair<std::string, std::string>> split_key(const std::string& 
   return std::make_pair(member.substr(0, dot), member.substr(dot + 1));
 }
 
+namespace {
+constexpr size_t kNameMax = 255;   // NAME_MAX on Linux filesystems
+constexpr size_t kPathMax = 4096;  // PATH_MAX, including the terminating NUL
+
+std::optional<std::string> unsafe_component(const std::string& key, size_t begin, size_t end) {
+  const size_t len = end - begin;
+  if (len == 0) return cat("empty path component at byte ", begin);
+  if (len == 2 && key.compare(begin, 2, "..") == 0) return cat("\"..\" component at byte ", begin);
+  if (len > kNameMax) return cat("path component at byte ", begin, " has ", len, " bytes (NAME_MAX ", kNameMax, ")");
+  return std::nullopt;
+}
+}  // namespace
+
+std::optional<std::string> unsafe_key_reason(const std::string& key) {
+  if (key.empty()) return "empty key";
+  // Control bytes first: the other reasons are then safe to print with the key.
+  for (size_t i = 0; i < key.size(); ++i) {
+    const auto c = static_cast<unsigned char>(key[i]);
+    if (c < 0x20 || c == 0x7f) return cat("control byte ", static_cast<int>(c), " at byte ", i);
+  }
+  if (key.front() == '/') return "absolute path";
+  if (key.size() >= kPathMax) return cat("key has ", key.size(), " bytes (PATH_MAX ", kPathMax, ")");
+  for (size_t begin = 0;;) {
+    const size_t slash = key.find('/', begin);
+    const size_t end = slash == std::string::npos ? key.size() : slash;
+    if (auto why = unsafe_component(key, begin, end)) return why;
+    if (slash == std::string::npos) return std::nullopt;
+    begin = slash + 1;
+  }
+}
+
 WebDatasetReader::WebDatasetReader(const std::filesystem::path& tar) : reader_(tar) {}
 
 bool WebDatasetReader::fill() {

@@ -20,6 +20,12 @@ struct Sample {
 /// Splits "dir/000123.seg.png" into {"dir/000123", "seg.png"}; nullopt when there is no dot.
 std::optional<std::pair<std::string, std::string>> split_key(const std::string& member);
 
+/// Why `key` must not become a file name in later stages, or nullopt when it is safe: empty,
+/// absolute, a ".." component, an empty component ("a//b", trailing '/'), a control byte (NUL,
+/// < 0x20, 0x7f), a component longer than NAME_MAX (255) bytes, or the whole key reaching
+/// PATH_MAX (4096). Keys come from member names, i.e. from whoever wrote the shard.
+std::optional<std::string> unsafe_key_reason(const std::string& key);
+
 /// Streams samples. A new sample starts when the key changes or an extension repeats. A
 /// truncated or corrupt archive ends the stream: next() returns false and error() says why;
 /// the sample the truncation cut is dropped (and counted by the caller via error()).
