@@ -1,11 +1,15 @@
-// Manifest: locked read-modify-write of manifest.json, verification and lineage display.
+// Manifest: locked, atomic record updates of manifest.json, the per-rank output journals
+// (Note [manifest journals] in manifest.hpp), verification and lineage display.
 #include "core/manifest.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <random>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <tuple>
 
 #include "core/checksum.hpp"
 #include "core/error.hpp"
@@ -34,12 +38,141 @@ json file_entry(const stdfs::path& run_dir, const stdfs::path& file) {
               {"checksum", checksum::of_file(file)}};
 }
 
+// ---- journals (Note [manifest journals]) ----
+
+namespace {
+constexpr std::string_view kHead = "{\"xxh3\":\"";
+constexpr std::string_view kMid = "\",\"entry\":";
+constexpr size_t kHexLen = 16;
+constexpr size_t kPayloadAt = kHead.size() + kHexLen + kMid.size();
+constexpr std::string_view kSuffix = ".jsonl";
+constexpr std::string_view kRankTag = ".rank";
+
+/// The entry of a valid line (without its newline), or a discarded json.
+json decode_line(std::string_view line) {
+  json bad(json::value_t::discarded);
+  if (line.size() <= kPayloadAt || line.substr(0, kHead.size()) != kHead ||
+      line.substr(kHead.size() + kHexLen, kMid.size()) != kMid || line.back() != '}')
+    return bad;
+  uint64_t want = 0;
+  for (char c : line.substr(kHead.size(), kHexLen)) {
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return bad;
+    want = want << 4 | static_cast<uint64_t>(v);
+  }
+  std::string_view payload = line.substr(kPayloadAt, line.size() - kPayloadAt - 1);
+  if (checksum::hash64(payload) != want) return bad;
+  json e = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  return e.is_object() ? e : bad;
+}
+
+/// A journal file name split into its record id and rank; false if it is not a journal.
+bool parse_journal_name(const std::string& name, std::string& id, int& rank) {
+  if (name.size() <= kSuffix.size() || name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+    return false;
+  std::string stem = name.substr(0, name.size() - kSuffix.size());
+  size_t at = stem.rfind(kRankTag);
+  if (at == std::string::npos || at == 0 || at + kRankTag.size() == stem.size()) return false;
+  std::string digits = stem.substr(at + kRankTag.size());
+  if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+  id = stem.substr(0, at);
+  rank = std::stoi(digits);
+  return true;
+}
+
+struct JournalFile {
+  std::string id;
+  int rank = 0;
+  stdfs::path path;
+};
+
+/// The journals in dir, sorted by (record id, rank).
+std::vector<JournalFile> list_journals(const stdfs::path& dir) {
+  std::vector<JournalFile> out;
+  for (auto& name : fs::list_dir(dir)) {
+    JournalFile j;
+    if (parse_journal_name(name, j.id, j.rank)) {
+      j.path = dir / name;
+      out.push_back(std::move(j));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return std::tie(a.id, a.rank) < std::tie(b.id, b.rank); });
+  return out;
+}
+
+bool merged(const json& record) { return record.value("journals", "") == "merged"; }
+
+void append_outputs(json& record, std::vector<json>&& entries) {
+  if (!record.contains("outputs") || !record["outputs"].is_array()) record["outputs"] = json::array();
+  for (auto& e : entries) record["outputs"].push_back(std::move(e));
+}
+
+json* find_mut(json& doc, const std::string& id) {
+  for (auto& r : doc["records"])
+    if (r.value("id", "") == id) return &r;
+  return nullptr;
+}
+}  // namespace
+
+stdfs::path journal_path(const stdfs::path& run_dir, const std::string& record_id, int rank) {
+  return run_dir / kJournalDir / cat(record_id, kRankTag, rank, kSuffix);
+}
+
+std::string journal_line(const json& entry) {
+  std::string payload = entry.dump();  // compact: no newline inside
+  char hex[kHexLen + 1];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(checksum::hash64(payload)));
+  std::string line;
+  line.reserve(kPayloadAt + payload.size() + 2);
+  line.append(kHead).append(hex, kHexLen).append(kMid).append(payload).append("}\n");
+  return line;
+}
+
+JournalContents read_journal(const stdfs::path& file) {
+  JournalContents out;
+  std::string text;
+  if (!fs::read_text_if_exists(file, text)) return out;  // merged and deleted meanwhile
+  size_t pos = 0, line_no = 0, good_end = 0, first_bad = 0;
+  for (size_t nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    ++line_no;
+    json e = decode_line(std::string_view(text).substr(pos, nl - pos));
+    if (e.is_discarded()) {
+      if (!first_bad) first_bad = line_no;
+      continue;
+    }
+    if (first_bad)
+      throw DataError(cat("manifest journal ", file, " line ", first_bad, ": invalid (checksum or format) but followed by ",
+                          "valid lines, so not a torn last write: the journal is corrupt. Removing that line drops ",
+                          "one recorded output, which the next run then redoes"));
+    out.entries.push_back(std::move(e));
+    good_end = nl + 1;
+  }
+  out.torn_bytes = text.size() - good_end;
+  return out;
+}
+
+Journal::Journal(const stdfs::path& run_dir, const std::string& record_id, int rank)
+    : path_(journal_path(run_dir, record_id, rank)) {}
+
+void Journal::append(const json& entry) {
+  if (!file_.is_open()) {
+    stdfs::path dir = path_.parent_path();
+    bool existed = stdfs::is_directory(dir);
+    fs::make_dirs(dir);
+    if (!existed) fs::fsync_dir(dir.parent_path());
+    file_ = fs::AppendFile(path_);
+  }
+  file_.append(journal_line(entry));
+}
+
+// ---- the document ----
+
 Manifest::Manifest(stdfs::path run_dir) : dir_(std::move(run_dir)) {}
 
-json Manifest::read() const {
+json Manifest::read_stored() const {
   auto p = path();
-  if (!stdfs::exists(p)) return json{{"schema_version", kSchemaVersion}, {"records", json::array()}};
-  std::string text = fs::read_text(p);
+  std::string text;
+  if (!fs::read_text_if_exists(p, text)) return json{{"schema_version", kSchemaVersion}, {"records", json::array()}};
   try {
     json doc = json::parse(text);
     require<DataError>(doc.is_object() && doc.contains("records") && doc["records"].is_array(),
@@ -52,21 +185,33 @@ json Manifest::read() const {
   }
 }
 
+json Manifest::read() const {
+  // Journals before manifest.json: Note [manifest journals] (racing with close_record).
+  std::vector<std::pair<JournalFile, std::vector<json>>> journals;
+  for (auto& j : list_journals(journal_dir())) {
+    auto contents = read_journal(j.path);
+    journals.emplace_back(std::move(j), std::move(contents.entries));
+  }
+  json doc = read_stored();
+  if (journals.empty()) return doc;
+  std::map<std::string, json*> by_id;
+  for (auto& r : doc["records"]) by_id[r.value("id", "")] = &r;
+  for (auto& [j, entries] : journals) {
+    auto it = by_id.find(j.id);
+    if (it == by_id.end() || merged(*it->second)) continue;  // unknown: verify reports it; merged: leftover
+    append_outputs(*it->second, std::move(entries));
+  }
+  return doc;
+}
+
 void Manifest::update(const std::function<void(json&)>& f) {
   fs::make_dirs(dir_);
   fs::FileLock lock(dir_ / "manifest.json.lock");
-  json doc = read();
+  json doc = read_stored();
   f(doc);
+  doc["schema_version"] = kSchemaVersion;  // an older mcm must not rewrite a run with journals
   fs::write_atomic(path(), doc.dump(2) + "\n");
 }
-
-namespace {
-json* find_mut(json& doc, const std::string& id) {
-  for (auto& r : doc["records"])
-    if (r.value("id", "") == id) return &r;
-  return nullptr;
-}
-}  // namespace
 
 const json* find_record(const json& doc, const std::string& id) {
   for (auto& r : doc.at("records"))
@@ -85,15 +230,16 @@ std::string Manifest::begin_record(const std::string& stage, json header) {
   header["started"] = now_iso();
   if (!header.contains("outputs")) header["outputs"] = json::array();
   update([&](json& doc) { doc["records"].push_back(header); });
+  // The journals' folder exists (durably) before any rank learns the id.
+  if (!stdfs::is_directory(journal_dir())) {
+    fs::make_dirs(journal_dir());
+    fs::fsync_dir(dir_);
+  }
   return id;
 }
 
-void Manifest::add_output(const std::string& record_id, const json& entry) {
-  update([&](json& doc) {
-    json* r = find_mut(doc, record_id);
-    require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
-    (*r)["outputs"].push_back(entry);
-  });
+void Manifest::add_output(const std::string& record_id, const json& entry, int rank) {
+  Journal(dir_, record_id, rank).append(entry);
 }
 
 void Manifest::patch_record(const std::string& record_id, const json& fields) {
@@ -102,6 +248,31 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
     require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
     r->merge_patch(fields);
   });
+}
+
+void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f) {
+  fs::make_dirs(dir_);
+  fs::FileLock lock(dir_ / "manifest.json.lock");
+  json doc = read_stored();
+  json* r = find_mut(doc, record_id);
+  require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
+  auto journals = list_journals(journal_dir());
+  if (!merged(*r)) {
+    for (auto& j : journals)
+      if (j.id == record_id) append_outputs(*r, std::move(read_journal(j.path).entries));
+    (*r)["journals"] = "merged";
+  }
+  f(*r);
+  doc["schema_version"] = kSchemaVersion;
+  fs::write_atomic(path(), doc.dump(2) + "\n");
+  // Durable now: the journals of closed records (this one, leftovers of earlier crashes) go.
+  std::set<std::string> closed;
+  for (auto& rec : doc["records"])
+    if (merged(rec)) closed.insert(rec.value("id", ""));
+  bool removed = false;
+  for (auto& j : journals)
+    if (closed.count(j.id)) removed |= fs::remove_file(j.path);
+  if (removed) fs::fsync_dir(journal_dir());
 }
 
 std::map<std::string, json> recorded_outputs(const json& doc, const std::string& stage) {
@@ -120,8 +291,17 @@ std::map<std::string, json> recorded_outputs(const json& doc, const std::string&
 std::vector<std::string> verify(const stdfs::path& run_dir) {
   Manifest m(run_dir);
   require<IoError>(stdfs::exists(m.path()), "manifest verify: ", m.path(), " not found");
+  // Journals listed first: a journal's record is in manifest.json before the journal exists.
+  auto journals = list_journals(m.journal_dir());
   json doc = m.read();
   std::vector<std::string> problems;
+  // Journals without a record: their outputs are recorded nowhere a reader looks.
+  std::set<std::string> ids;
+  for (auto& r : doc["records"]) ids.insert(r.value("id", ""));
+  for (auto& j : journals)
+    if (!ids.count(j.id))
+      problems.push_back(cat(kJournalDir, "/", j.path.filename().string(), ": journal of record ", j.id,
+                             ", which the manifest does not hold"));
   // Latest record per stage must be complete.
   std::map<std::string, const json*> latest;
   for (auto& r : doc["records"]) latest[r.value("stage", "?")] = &r;
