@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything mcm needs on Debian 12 (apt packages, a venv with the pinned torch wheel
-# that provides LibTorch), then configures and builds. Idempotent; quiet when all is present.
+# Installs everything mcm needs on Debian 12 (apt packages, a venv with the hash-pinned Python
+# packages of scripts/requirements.lock: the torch wheel that provides LibTorch and the reference
+# libraries behind the test goldens), then configures and builds. Idempotent; quiet when all is present.
 #   MCM_SKIP_BUILD=1  only install          MCM_BUILD_TYPE=Debug|Release (default Release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-TORCH_VERSION=2.11.0
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtomlplusplus-dev nlohmann-json3-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
@@ -15,7 +15,9 @@ APT_PACKAGES=(
   libopenblas0-pthread python3-venv libicu-dev zlib1g-dev
   clang libclang-rt-dev
 )
-PY_PACKAGES=("torch==${TORCH_VERSION}" numpy h5py av safetensors diffusers transformers open_clip_torch ftfy peft)
+# torch (pinned at 2.11.0 for the whole project) and the reference libraries, with hashes; edit
+# scripts/requirements.in and regenerate the lock as its header says.
+LOCK="$ROOT/scripts/requirements.lock"
 
 log() { echo "[setup] $*"; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -36,16 +38,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "venv: creating $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" - "$TORCH_VERSION" "${PY_PACKAGES[@]:1}" <<'PY' 2>/dev/null
-import importlib.metadata as m, sys
-want = sys.argv[1]
-assert m.version("torch").split("+")[0] == want
-for p in sys.argv[2:]:
-    m.version(p)
-PY
-then
-  log "pip: installing ${PY_PACKAGES[*]}"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+# The venv holds the lock it was installed from (its hash in a stamp file): a changed lock reinstalls.
+STAMP="$VENV/.mcm-requirements.lock.sha256"
+LOCK_SUM="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$LOCK_SUM" ]; then
+  log "pip: installing scripts/requirements.lock (hash-checked)"
+  rm -f "$STAMP"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$LOCK"
+  echo "$LOCK_SUM" > "$STAMP"
 fi
 
 [ "${MCM_SKIP_BUILD:-0}" = 1 ] && exit 0

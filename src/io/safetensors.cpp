@@ -210,7 +210,8 @@ void write_safetensors(const std::filesystem::path& path, const std::map<std::st
 
 SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& p) {
   std::string fname = p.filename().string();
-  if (fname.size() > 11 && fname.substr(fname.size() - 11) == ".index.json") {
+  // An index over shards: *.safetensors.index.json, or a variant's *.safetensors.index.fp16.json.
+  if (fname.ends_with(".json")) {
     auto j = nlohmann::json::parse(fs::read_text(p), nullptr, false);
     require<DataError>(!j.is_discarded() && j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                        "safetensors index ", p, ": needs a \"weight_map\" object");

@@ -72,21 +72,23 @@ nlohmann::json read_config_json(const fs::path& folder) {
 
 fs::path find_weights(const fs::path& folder) {
   require<IoError>(fs::is_directory(folder), "model folder ", folder, " does not exist");
+  // diffusers/transformers names: stem[.variant].safetensors, and for shards
+  // stem.safetensors.index[.variant].json (the variant goes before ".json" there).
   for (const char* variant : {"", ".fp16"})
     for (const char* stem : {"diffusion_pytorch_model", "model"})
-      for (const char* ext : {".safetensors", ".safetensors.index.json"}) {
-        const auto p = folder / cat(stem, variant, ext);
+      for (const auto& name : {cat(stem, variant, ".safetensors"), cat(stem, ".safetensors.index", variant, ".json")}) {
+        const auto p = folder / name;
         if (fs::exists(p)) return p;
       }
   throw IoError(cat("no weights in ", folder,
-                    ": looked for diffusion_pytorch_model.safetensors, model.safetensors, their "
-                    ".safetensors.index.json and .fp16 variants (convert .bin checkpoints to safetensors first)"));
+                    ": looked for diffusion_pytorch_model.safetensors, model.safetensors, their sharded "
+                    ".safetensors.index.json and their .fp16 variants (convert .bin checkpoints to safetensors first)"));
 }
 
 std::string folder_checksum(const fs::path& folder) {
   const auto weights = find_weights(folder);
   std::string parts = checksum::of_file(folder / "config.json") + "|" + checksum::of_file(weights);
-  if (weights.string().ends_with(".index.json")) {
+  if (weights.string().ends_with(".json")) {  // an index over shards
     std::ifstream in(weights);
     std::set<std::string> shards;
     try {

@@ -19,7 +19,7 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 nlohmann::json read_config_json(const std::filesystem::path& folder);
 
 /// The weights file of a component folder: diffusion_pytorch_model.safetensors, model.safetensors,
-/// or their `.safetensors.index.json` (sharded); then the `.fp16.` variants of those (folders
+/// or their `.safetensors.index.json` (sharded); then the fp16 variants of those (`.fp16.safetensors`, `.safetensors.index.fp16.json`; folders
 /// downloaded with variant="fp16"). IoError listing what was looked for.
 std::filesystem::path find_weights(const std::filesystem::path& folder);
 

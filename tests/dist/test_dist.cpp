@@ -15,7 +15,14 @@ TEST(Dist, RanksAndLocalSplit) {
   EXPECT_EQ(c.local_size(), c.world_size());  // one node in tests
   EXPECT_EQ(c.local_rank(), c.rank());
   EXPECT_FALSE(c.hostname().empty());
-  EXPECT_EQ(c.device(), -1);  // no GPU in CI
+  // CPU machines (CI) have no device; on a GPU machine each rank takes local_rank modulo the
+  // visible devices.
+  const int n = dist::cuda_device_count();
+  if (n == 0) {
+    EXPECT_EQ(c.device(), -1);
+  } else {
+    EXPECT_EQ(c.device(), c.local_rank() % n);
+  }
 }
 
 TEST(Dist, Collectives) {

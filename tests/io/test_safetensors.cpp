@@ -7,17 +7,14 @@
 #include <random>
 
 #include "io/safetensors.hpp"
+#include "../golden.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
 
 namespace {
-std::string python() {
-  const char* p = std::getenv("MCM_PYTHON");
-  return p ? p : MCM_TEST_PYTHON;  // the project venv's interpreter (has torch and safetensors)
-}
 int run_py(const std::string& code) {
-  std::string cmd = python() + " -c '" + code + "'";
+  std::string cmd = test::python() + " -c '" + code + "'";  // the project venv's interpreter
   return std::system(cmd.c_str());
 }
 std::vector<uint8_t> read_all(const std::filesystem::path& p) {
@@ -54,15 +51,14 @@ TEST(Safetensors, RoundTrip) {
 
 TEST(Safetensors, InteropWithReferencePackage) {
   auto d = test::scratch();
-  auto ours = d / "ours.safetensors", theirs = d / "theirs.safetensors";
+  auto ours = d / "ours.safetensors";
   std::vector<float> a{0.5f, -1.25f, 3.0f};
   io::write_safetensors(ours, {{"x", {io::DType::F32, {3}, a.data(), 12}}});
   ASSERT_EQ(run_py("import torch, safetensors.torch as st, sys; t = st.load_file(\"" + ours.string() +
                    "\"); sys.exit(0 if torch.equal(t[\"x\"], torch.tensor([0.5, -1.25, 3.0])) else 1)"), 0);
-  ASSERT_EQ(run_py("import torch, safetensors.torch as st; st.save_file({\"f\": torch.arange(6, dtype=torch.float32).view(2,3), "
-                   "\"h\": torch.tensor([1.0, -2.0], dtype=torch.float16), \"bf\": torch.tensor([1.0, 0.5], dtype=torch.bfloat16), "
-                   "\"i\": torch.tensor([7], dtype=torch.int64)}, \"" + theirs.string() + "\", metadata={\"format\": \"pt\"})"), 0);
-  io::SafetensorsFile f(theirs);
+  // The other direction: a file the reference package wrote (make_golden.py, tests/golden.hpp).
+  io::SafetensorsFile f(test::golden_dir("tests/io/make_golden.py") / "reference.safetensors");
+  EXPECT_EQ(f.metadata().at("format"), "pt");
   EXPECT_EQ(f.at("f").shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(reinterpret_cast<const float*>(f.at("f").data)[5], 5.0f);
   EXPECT_EQ(reinterpret_cast<const uint16_t*>(f.at("h").data)[1], 0xc000);

@@ -9,6 +9,11 @@ layers, such as the last temporal conv, are exercised):
   OUT_DIR/vae/                 an AutoencoderKL folder
   OUT_DIR/clip_a/, clip_b/     transformers CLIPTextModel folders (clip_b with legacy "text_model." keys)
   OUT_DIR/golden.safetensors   inputs, outputs and a few gradients, keyed "<model>/<case>/<name>"
+and, written by diffusers'/transformers' own save_pretrained for the loader tests:
+  OUT_DIR/unet_a_sharded/      max_shard_size: diffusion_pytorch_model-0000K-of-0000N + index.json
+  OUT_DIR/unet_a_fp16/         variant="fp16" in float16: diffusion_pytorch_model.fp16.safetensors
+  OUT_DIR/unet_a_fp16_sharded/ both: ...fp16-0000K-of-0000N.safetensors + ...safetensors.index.fp16.json
+  OUT_DIR/clip_a_sharded/      model-0000K-of-0000N.safetensors + model.safetensors.index.json
 """
 import json
 import os
@@ -84,6 +89,14 @@ def main():
                 tensors[f"{key}/grad/{p}"] = dict(unet.named_parameters())[p].grad.detach().clone()
             cases.append(key)
 
+    # The layouts diffusers writes for big checkpoints and for variant="fp16" downloads.
+    unet_a = UNet3DConditionModel.from_pretrained(os.path.join(out, "unet_a"))
+    unet_a.save_pretrained(os.path.join(out, "unet_a_sharded"), safe_serialization=True, max_shard_size="1MB")
+    unet_a = unet_a.to(torch.float16)
+    unet_a.save_pretrained(os.path.join(out, "unet_a_fp16"), safe_serialization=True, variant="fp16")
+    unet_a.save_pretrained(os.path.join(out, "unet_a_fp16_sharded"), safe_serialization=True, variant="fp16",
+                           max_shard_size="1MB")
+
     vae = perturb(AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
@@ -113,6 +126,8 @@ def main():
         model = perturb(CLIPTextModel(CLIPTextConfig(**cfg)), seed=5 + len(tensors))
         folder = os.path.join(out, name)
         model.save_pretrained(folder, safe_serialization=True)
+        if name == "clip_a":
+            model.save_pretrained(folder + "_sharded", safe_serialization=True, max_shard_size="20KB")
         if name == "clip_b":
             w = load_file(os.path.join(folder, "model.safetensors"))
             save_file({"text_model." + k: v for k, v in w.items()}, os.path.join(folder, "model.safetensors"))

@@ -1,12 +1,15 @@
-// LoRA: targets by suffix with exclusions, a fresh adapter is the identity, merge == unmerged
-// forward, unmerge restores the weights, only adapters train, PEFT export/import, and the
-// round trip into diffusers (merged student folder and PEFT adapter file).
+// LoRA: targets by suffix with exclusions (the same modules PEFT wraps), a fresh adapter is the
+// identity, merge == unmerged forward, unmerge restores the weights, only adapters train, PEFT
+// export/import, and the round trip into diffusers (merged student folder and PEFT adapter file).
 #include <torch/torch.h>
 
-#include <unistd.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "models/lora.hpp"
 #include "models/unet3d.hpp"
+#include "../golden.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -73,6 +76,42 @@ TEST(Lora, TargetsFollowMcmListAndSkipTemporalConvs) {
   LoraConfig bad;
   bad.rank = 0;
   test::expect_error<ConfigError>([&] { attach_lora(*other, bad); }, {"lora.rank"});
+}
+
+TEST(Lora, TargetsAreTheModulesPeftWraps) {
+  // make_lora_targets.py asks PEFT which modules its LoraConfig(target_modules=our list,
+  // exclude_modules=our exclusions) wraps, and which MCM's own selection (main.py) wraps.
+  LoraConfig cfg;
+  Unet3DConfig three = tiny();  // as unet_b of the parity goldens: 3 levels, 2 layers, w-conditioning
+  three.down_block_types = {"CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"};
+  three.up_block_types = {"UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"};
+  three.block_out_channels = {16, 32, 32};
+  three.layers_per_block = 2;
+  three.cross_attention_dim = 24;
+  three.time_cond_proj_dim = 6;
+  Unet3DConfig modelscope;  // ModelScopeT2V's structure (diffusers' defaults) at a quarter width
+  modelscope.block_out_channels = {64, 128, 256, 256};
+  modelscope.cross_attention_dim = 256;
+  const std::map<std::string, Unet3DConfig> models{{"tiny", tiny()}, {"three", three}, {"modelscope", modelscope}};
+  nlohmann::json spec = {{"targets", cfg.targets}, {"exclude", cfg.exclude}, {"models", nlohmann::json::object()}};
+  for (const auto& [name, c] : models) spec["models"][name] = c.to_json();
+  const auto dir = test::golden_dir("tests/models/make_lora_targets.py", {spec.dump()});
+  std::ifstream in(dir / "targets.json");
+  const auto ref = nlohmann::json::parse(in);
+  for (const auto& [name, c] : models) {
+    Unet3D unet(c);
+    const auto names = attach_lora(*unet, cfg);
+    const std::set<std::string> ours(names.begin(), names.end());
+    const auto peft = ref.at(name).at("peft").get<std::set<std::string>>();
+    const auto mcm_ref = ref.at(name).at("mcm_reference").get<std::set<std::string>>();
+    for (const auto& n : peft)
+      if (!ours.count(n)) ADD_FAILURE() << name << ": PEFT wraps " << n << ", we do not";
+    for (const auto& n : ours)
+      if (!peft.count(n)) ADD_FAILURE() << name << ": we attach to " << n << ", PEFT does not";
+    EXPECT_EQ(peft, mcm_ref) << name << ": PEFT with our exclusion differs from MCM's own selection";
+    std::printf("[lora] %s: %zu adapted layers, identical to PEFT's and MCM's selection: %s\n", name.c_str(),
+                ours.size(), ours == peft && peft == mcm_ref ? "yes" : "no");
+  }
 }
 
 TEST(Lora, FreshIsIdentityMergeMatchesUnmergeRestores) {
@@ -179,10 +218,10 @@ TEST(Lora, MergedStudentAndAdapterLoadBackIntoDiffusers) {
   save_unet3d(base, dir / "student");
   EXPECT_EQ(load_unet3d(dir / "student")->named_parameters().size(), Unet3D(tiny())->named_parameters().size());
   write_tensors(dir / "inputs.safetensors", {{"x", in.x}, {"t", in.t}, {"ctx", in.ctx}});
-  std::string cmd = std::string(MCM_TEST_PYTHON) + " " + MCM_TEST_SOURCE_DIR + "/tests/models/diffusers_roundtrip.py " +
-                    (dir / "inputs.safetensors").string() + " " + (dir / "out.safetensors").string() + " " +
-                    (dir / "student").string() + " " + (dir / "base").string() + " " + (dir / "lora").string();
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // Not a cached golden: the inputs are what our C++ just wrote.
+  test::run_python("tests/models/diffusers_roundtrip.py",
+                   {(dir / "inputs.safetensors").string(), (dir / "out.safetensors").string(), (dir / "student").string(),
+                    (dir / "base").string(), (dir / "lora").string()});
   auto out = read_tensors(dir / "out.safetensors");
   const double e_merged = max_err(out.at("merged"), adapted), e_adapter = max_err(out.at("adapter"), adapted);
   EXPECT_LE(e_merged, 1e-4);

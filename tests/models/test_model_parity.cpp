@@ -3,17 +3,15 @@
 // the folders with our strict loader and compare. Also every refusal of a bad folder.
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/checksum.hpp"
 #include "core/fs.hpp"
 #include "models/autoencoder_kl.hpp"
 #include "models/clip_text.hpp"
 #include "models/unet3d.hpp"
 #include "models/weights.hpp"
+#include "../golden.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -24,28 +22,19 @@ namespace {
 
 class ModelGolden : public ::testing::Test {
  protected:
-  // ctest runs each test in its own process: the golden folder is made once per version of the
-  // script (named by its checksum) and shared; a concurrent maker loses the rename and reuses it.
-  static void SetUpTestSuite() {
+  // Made once per oracle version and shared by the test processes (tests/golden.hpp).
+  void SetUp() override {
     torch::set_num_threads(1);
-    const std::string script = std::string(MCM_TEST_SOURCE_DIR) + "/tests/models/make_model_golden.py";
-    std::string sum = checksum::of_file(script);
-    sum = sum.substr(sum.find(':') + 1);
-    const auto root = stdfs::temp_directory_path() / "mcm-tests";
-    dir_ = new stdfs::path(root / ("golden-models-" + sum));
-    if (!stdfs::exists(*dir_ / "golden.safetensors")) {
-      const auto tmp = root / ("golden-models-tmp-" + std::to_string(::getpid()));
-      std::string cmd = std::string(MCM_TEST_PYTHON) + " " + script + " " + tmp.string();
-      ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-      std::error_code ec;
-      stdfs::rename(tmp, *dir_, ec);
-      if (ec) (void)std::system(("rm -rf '" + tmp.string() + "'").c_str());
-    }
-    golden_ = new TensorMap(read_tensors(*dir_ / "golden.safetensors"));
+    if (golden_) return;
+    auto dir = test::golden_dir("tests/models/make_model_golden.py");
+    golden_ = new TensorMap(read_tensors(dir / "golden.safetensors"));
+    dir_ = new stdfs::path(dir);
   }
   static void TearDownTestSuite() {
     delete golden_;
     delete dir_;
+    golden_ = nullptr;
+    dir_ = nullptr;
   }
   static const torch::Tensor& g(const std::string& k) {
     auto it = golden_->find(k);
@@ -164,10 +153,7 @@ TEST_F(ModelGolden, ClipTextModelMatchesTransformers) {
 
 TEST(PipelineFolder, TinyDiffusersPipelineLoadsAndEncodesPromptsLikeDiffusers) {
   torch::set_num_threads(1);
-  auto dir = test::scratch() / "pipe";
-  std::string cmd = std::string(MCM_TEST_PYTHON) + " " + MCM_TEST_SOURCE_DIR + "/tests/models/make_tiny_pipeline.py " +
-                    dir.string() + " > /dev/null 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const auto dir = test::golden_dir("tests/models/make_tiny_pipeline.py");
   // Every model component of the folder diffusers saved loads strictly.
   auto unet = load_unet3d(dir / "unet");
   EXPECT_EQ(unet->config().cross_attention_dim, 32);
@@ -192,16 +178,14 @@ TEST(PipelineFolder, TinyDiffusersPipelineLoadsAndEncodesPromptsLikeDiffusers) {
 }
 
 TEST_F(ModelGolden, HalfPrecisionFilesLoadIntoFloatModels) {
-  auto dst = test::scratch() / "unet_f16";
-  copy_with(*dir_ / "unet_a", dst, [](TensorMap& w) {
-    for (auto& [k, t] : w) t = t.to(torch::kHalf);
-  });
-  auto unet = load_unet3d(dst);
+  // unet_a_fp16/ is unet_a cast to float16 and saved by diffusers with variant="fp16".
+  auto unet = load_unet3d(*dir_ / "unet_a_fp16");
   EXPECT_EQ(unet->parameters().front().scalar_type(), torch::kFloat32);
   auto ref = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
   auto ours = state_dict(*unet);
+  ASSERT_EQ(ours.size(), ref.size());
   // Values are the f16 roundings of the originals.
-  EXPECT_TRUE(torch::equal(ours.at("conv_in.weight"), ref.at("conv_in.weight").to(torch::kHalf).to(torch::kFloat32)));
+  for (auto& [k, t] : ref) EXPECT_TRUE(torch::equal(ours.at(k), t.to(torch::kHalf).to(torch::kFloat32))) << k;
 }
 
 TEST_F(ModelGolden, LoadedModelsAreInEvalModeAndFp16VariantFoldersLoad) {
@@ -209,16 +193,16 @@ TEST_F(ModelGolden, LoadedModelsAreInEvalModeAndFp16VariantFoldersLoad) {
   EXPECT_FALSE(unet->is_training());  // as diffusers' from_pretrained: temporal-conv dropout off
   EXPECT_FALSE(load_autoencoder_kl(*dir_ / "vae")->is_training());
   EXPECT_FALSE(load_clip_text_model(*dir_ / "clip_a")->is_training());
-  // A folder downloaded with variant="fp16" has only diffusion_pytorch_model.fp16.safetensors.
-  auto dst = test::scratch() / "variant";
-  stdfs::create_directories(dst);
-  stdfs::copy_file(*dir_ / "unet_a/config.json", dst / "config.json");
-  auto w = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
-  write_tensors(dst / "diffusion_pytorch_model.fp16.safetensors", w, torch::kHalf);
-  EXPECT_EQ(find_weights(dst).filename(), "diffusion_pytorch_model.fp16.safetensors");
-  EXPECT_NO_THROW(load_unet3d(dst));
+  // A folder saved (or downloaded) with variant="fp16" has only diffusion_pytorch_model.fp16.safetensors.
+  const auto variant = *dir_ / "unet_a_fp16";
+  ASSERT_FALSE(stdfs::exists(variant / "diffusion_pytorch_model.safetensors"));
+  EXPECT_EQ(find_weights(variant).filename(), "diffusion_pytorch_model.fp16.safetensors");
+  EXPECT_NO_THROW(load_unet3d(variant));
   // The reuse checksum covers config.json too, not only the weights.
+  auto dst = test::scratch() / "variant";
+  stdfs::copy(variant, dst);
   const auto before = folder_checksum(dst);
+  EXPECT_EQ(before, folder_checksum(variant));
   auto cfg = read_config_json(dst);
   cfg["norm_eps"] = 1e-6;
   test::write_text(dst / "config.json", cfg.dump());
@@ -258,25 +242,30 @@ TEST_F(ModelGolden, ModelScopeStructureHasDiffusersNamesAndShapes) {
 }
 
 TEST_F(ModelGolden, ShardedCheckpointFoldersLoad) {
-  // diffusers writes big models as diffusion_pytorch_model-0000K-of-0000N.safetensors + an index.
-  auto dst = test::scratch() / "sharded";
-  stdfs::create_directories(dst);
-  stdfs::copy_file(*dir_ / "unet_a/config.json", dst / "config.json");
-  auto w = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
-  TensorMap part[2];
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
-  int i = 0;
-  for (auto& [k, t] : w) {
-    const int s = i++ % 2;
-    part[s][k] = t;
-    index["weight_map"][k] = "diffusion_pytorch_model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
-  }
-  for (int s = 0; s < 2; ++s)
-    write_tensors(dst / ("diffusion_pytorch_model-0000" + std::to_string(s + 1) + "-of-00002.safetensors"), part[s]);
-  test::write_text(dst / "diffusion_pytorch_model.safetensors.index.json", index.dump());
-  auto unet = load_unet3d(dst);
-  auto ref = load_unet3d(*dir_ / "unet_a");
-  auto a = state_dict(*unet), b = state_dict(*ref);
+  // diffusers/transformers save_pretrained(max_shard_size=...) writes big models as
+  // <stem>-0000K-of-0000N.safetensors plus <stem>.safetensors.index.json.
+  const auto sharded = *dir_ / "unet_a_sharded";
+  ASSERT_FALSE(stdfs::exists(sharded / "diffusion_pytorch_model.safetensors"));
+  ASSERT_TRUE(stdfs::exists(sharded / "diffusion_pytorch_model-00002-of-00006.safetensors"));
+  EXPECT_EQ(find_weights(sharded).filename(), "diffusion_pytorch_model.safetensors.index.json");
+  auto a = state_dict(*load_unet3d(sharded)), b = state_dict(*load_unet3d(*dir_ / "unet_a"));
+  ASSERT_EQ(a.size(), b.size());
+  for (auto& [k, t] : a) EXPECT_TRUE(torch::equal(t, b.at(k))) << k;
+
+  const auto clip = *dir_ / "clip_a_sharded";
+  EXPECT_EQ(find_weights(clip).filename(), "model.safetensors.index.json");
+  auto c = state_dict(*load_clip_text_model(clip)), d = state_dict(*load_clip_text_model(*dir_ / "clip_a"));
+  ASSERT_EQ(c.size(), d.size());
+  for (auto& [k, t] : c) EXPECT_TRUE(torch::equal(t, d.at(k))) << k;
+}
+
+// diffusers names a sharded fp16 variant's index diffusion_pytorch_model.safetensors.index.fp16.json.
+TEST_F(ModelGolden, ShardedFp16VariantFoldersLoad) {
+  const auto folder = *dir_ / "unet_a_fp16_sharded";
+  ASSERT_TRUE(stdfs::exists(folder / "diffusion_pytorch_model.safetensors.index.fp16.json"));
+  EXPECT_EQ(find_weights(folder).filename(), "diffusion_pytorch_model.safetensors.index.fp16.json");
+  auto a = state_dict(*load_unet3d(folder)), b = state_dict(*load_unet3d(*dir_ / "unet_a_fp16"));
+  ASSERT_EQ(a.size(), b.size());
   for (auto& [k, t] : a) EXPECT_TRUE(torch::equal(t, b.at(k))) << k;
 }
 

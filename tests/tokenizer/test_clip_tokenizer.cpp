@@ -1,16 +1,14 @@
 // Parity of ClipTokenizer with open_clip's SimpleTokenizer and transformers' CLIPTokenizer: the
 // golden ids come from make_golden.py beside this file, run with the project venv's interpreter.
 // Also the loaders' error messages, truncation, thread safety and throughput.
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "core/checksum.hpp"
 #include "tokenizer/clip_tokenizer.hpp"
 #include "tokenizer/text_clean.hpp"
+#include "../golden.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -26,40 +24,17 @@ std::string read(const fs::path& p) {
 
 class ClipTokenizerGolden : public ::testing::Test {
  protected:
-  // The generator takes seconds and every test runs in its own process (gtest_discover_tests),
-  // so its output is shared by all processes with the same script and reference versions.
-  static void SetUpTestSuite() {
-    const std::string python = MCM_TEST_PYTHON, script = std::string(MCM_TEST_SOURCE_DIR) + "/tests/tokenizer/make_golden.py";
-    std::string versions = run(python + " -c \"import importlib.metadata as m; print([m.version(p) for p in "
-                                        "('open_clip_torch', 'transformers', 'tokenizers', 'ftfy', 'regex')])\"");
-    char key[32];
-    std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(checksum::hash64(read(script) + python + versions)));
-    auto root = fs::temp_directory_path() / "mcm-tests";
-    dir_ = root / (std::string("golden-tokenizer-") + key);
-    if (fs::exists(dir_ / "golden.json")) return load();
-    auto tmp = root / (std::string("golden-tokenizer-") + key + ".tmp" + std::to_string(::getpid()));  // ctest -j
-    std::string cmd = python + " " + script + " " + tmp.string();
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    std::error_code ec;
-    fs::rename(tmp, dir_, ec);  // atomic; fails when a parallel process got there first
-    if (ec) {
-      ASSERT_EQ(std::system(("rm -rf '" + tmp.string() + "'").c_str()), 0);
-    }
-    load();
-  }
-  static void load() { golden_ = new nlohmann::json(nlohmann::json::parse(read(dir_ / "golden.json"))); }
-  static std::string run(const std::string& cmd) {
-    std::string out;
-    std::unique_ptr<FILE, int (*)(FILE*)> p(::popen(cmd.c_str(), "r"), ::pclose);
-    char buf[256];
-    while (p && std::fgets(buf, sizeof buf, p.get())) out += buf;
-    return out;
+  // The generator takes seconds and every test runs in its own process (gtest_discover_tests):
+  // its output is made once per oracle version and shared (tests/golden.hpp).
+  void SetUp() override {
+    if (golden_) return;
+    dir_ = test::golden_dir("tests/tokenizer/make_golden.py");
+    golden_ = new nlohmann::json(nlohmann::json::parse(read(dir_ / "golden.json")));
   }
   static void TearDownTestSuite() {
     delete golden_;
     golden_ = nullptr;
   }
-  void SetUp() override { ASSERT_NE(golden_, nullptr) << "make_golden.py failed"; }
   static const nlohmann::json& cases() { return golden_->at("cases"); }
 
   /// Tokenizes every golden string and compares with `key`; reports the first differences.
