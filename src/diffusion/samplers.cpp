@@ -48,24 +48,9 @@ const std::vector<int64_t>& DdimSampler::set_timesteps(int64_t steps) {
 StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::Tensor& x) const {
   require<DataError>(steps_ > 0, "DDIM step before set_timesteps");
   const int64_t prev = t - schedule_.num_train_timesteps() / steps_;
-  auto a = schedule_.abar(t);
   auto a_prev = prev >= 0 ? schedule_.abar(prev) : final_abar_;
-  auto b = 1 - a;
-  torch::Tensor x0, eps;
-  switch (opt_.prediction) {
-    case Prediction::epsilon:
-      x0 = (x - b.pow(0.5) * out) / a.pow(0.5);
-      eps = out;
-      break;
-    case Prediction::sample:
-      x0 = out;
-      eps = (x - a.pow(0.5) * x0) / b.pow(0.5);
-      break;
-    case Prediction::v_prediction:
-      x0 = a.pow(0.5) * x - b.pow(0.5) * out;
-      eps = a.pow(0.5) * out + b.pow(0.5) * x;
-      break;
-  }
+  auto x0 = schedule_.predict_x0(out, x, t, opt_.prediction);
+  auto eps = schedule_.predict_eps(out, x, t, opt_.prediction);  // from the unclipped x0, as diffusers
   if (opt_.clip_sample) x0 = x0.clamp(-opt_.clip_sample_range, opt_.clip_sample_range);
   // eta = 0: no variance term; the direction uses (1 - abar_prev - 0)^0.5.
   auto direction = (1 - a_prev).pow(0.5) * eps;

@@ -2,12 +2,19 @@
 
 Writes one safetensors file; __metadata__["cases"] lists the cases as JSON. Each case stores the
 timesteps, the initial sample, the model outputs fed at every step, the noise (LCM), and the
-scheduler's prev_sample and denoised/pred_original_sample after every step."""
+scheduler's prev_sample and denoised/pred_original_sample after every step.
+
+The "ps/" tensors are the per-sample forms (one timestep per batch element, as consistency
+distillation draws them): DDPMScheduler.add_noise and LCMScheduler's boundary scalings with a
+timestep tensor, DDIMScheduler.step applied sample by sample, and the DDIM solver and x0
+prediction of the LCM/MCM training scripts (diffusers examples/consistency_distillation,
+yhZhai/mcm), restated below because they are not importable."""
 import json
 import sys
 
+import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from safetensors.torch import save_file
 
 SHAPE = (2, 4, 3, 5, 5)  # [B, C, T, H, W] video latents
@@ -82,5 +89,80 @@ for spacing, offset, steps, pred in [("linspace", 0, 20, "epsilon"), ("linspace"
         outs.append(m); prevs.append(x)
     put(name + "/model_out", torch.stack(outs)); put(name + "/prev", torch.stack(prevs))
     cases.append({"kind": "dpm", "name": name, "spacing": spacing, "offset": offset, "steps": steps, "prediction": pred})
+
+# ---- Per-sample timesteps ("ps/"), from their own generator so the cases above do not move.
+gp = torch.Generator().manual_seed(7)
+B = 6
+PS_SHAPE = (B, 4, 3, 5, 5)
+BETAS = dict(beta_start=0.00085, beta_end=0.012)
+ts = torch.tensor([0, 19, 259, 500, 998, 999])
+put("ps/t", ts)
+for sched, rescale in (("scaled_linear", False), ("linear", False), ("scaled_linear", True)):
+    s = DDPMScheduler(beta_schedule=sched, rescale_betas_zero_snr=rescale, **BETAS)
+    name = f"ps/add_noise/{sched}/{int(rescale)}"
+    x0, eps = torch.randn(PS_SHAPE, generator=gp), torch.randn(PS_SHAPE, generator=gp)
+    put(name + "/x0", x0); put(name + "/eps", eps)
+    put(name + "/out", s.add_noise(x0, eps, ts))
+    put(name + "/out_f16", s.add_noise(x0.half(), eps.half(), ts))
+
+for scaling in (4.0, 10.0):
+    s = LCMScheduler(beta_schedule="scaled_linear", timestep_scaling=scaling, **BETAS)
+    c_skip, c_out = s.get_scalings_for_boundary_condition_discrete(ts)
+    put(f"ps/scalings/{scaling}/c_skip", c_skip); put(f"ps/scalings/{scaling}/c_out", c_out)
+
+# DDIMScheduler.step one sample at a time, each from its own t to t - 20 (50 steps; t = 19 steps
+# to -1, i.e. the final alpha).
+t_ddim = torch.tensor([19, 39, 499, 999, 19, 259])
+put("ps/ddim/t", t_ddim)
+for pred in ("epsilon", "v_prediction", "sample"):
+    for one in (True, False):
+        s = DDIMScheduler(beta_schedule="scaled_linear", set_alpha_to_one=one, prediction_type=pred, clip_sample=False, **BETAS)
+        s.set_timesteps(50)
+        name = f"ps/ddim/{pred}/{int(one)}"
+        x, m = torch.randn(PS_SHAPE, generator=gp), torch.randn(PS_SHAPE, generator=gp)
+        rs = [s.step(m[b:b + 1], t_ddim[b], x[b:b + 1]) for b in range(B)]
+        put(name + "/x", x); put(name + "/model_out", m)
+        put(name + "/prev", torch.cat([r.prev_sample for r in rs])); put(name + "/x0", torch.cat([r.pred_original_sample for r in rs]))
+
+
+# The training scripts' helpers (LCM's train_lcm_distill_*.py, MCM's main.py), verbatim in effect.
+def extract_into_tensor(a, t, x_shape):
+    b, *_ = t.shape
+    return a.gather(-1, t).reshape(b, *((1,) * (len(x_shape) - 1)))
+
+
+class DDIMSolver:
+    def __init__(self, alpha_cumprods, timesteps=1000, ddim_timesteps=50):
+        step_ratio = timesteps // ddim_timesteps
+        self.ddim_timesteps = (np.arange(1, ddim_timesteps + 1) * step_ratio).round().astype(np.int64) - 1
+        self.ddim_alpha_cumprods_prev = np.asarray([alpha_cumprods[0]] + alpha_cumprods[self.ddim_timesteps[:-1]].tolist())
+        self.ddim_timesteps = torch.from_numpy(self.ddim_timesteps).long()
+        self.ddim_alpha_cumprods_prev = torch.from_numpy(self.ddim_alpha_cumprods_prev)
+
+    def ddim_step(self, pred_x0, pred_noise, timestep_index):
+        alpha_cumprod_prev = extract_into_tensor(self.ddim_alpha_cumprods_prev, timestep_index, pred_x0.shape)
+        dir_xt = (1.0 - alpha_cumprod_prev).sqrt() * pred_noise
+        return alpha_cumprod_prev.sqrt() * pred_x0 + dir_xt
+
+
+ac = DDPMScheduler(beta_schedule="scaled_linear", **BETAS).alphas_cumprod
+solver = DDIMSolver(ac.numpy())
+index = torch.tensor([0, 1, 24, 49, 0, 12])
+topk = 1000 // 50
+start_timesteps = solver.ddim_timesteps[index]
+timesteps = start_timesteps - topk
+timesteps = torch.where(timesteps < 0, torch.zeros_like(timesteps), timesteps)
+x0, eps = torch.randn(PS_SHAPE, generator=gp), torch.randn(PS_SHAPE, generator=gp)
+put("ps/solver/index", index); put("ps/solver/t", start_timesteps); put("ps/solver/s", timesteps)
+put("ps/solver/x0", x0); put("ps/solver/eps", eps)
+put("ps/solver/x_prev", solver.ddim_step(x0, eps, index))  # float64, as the solver's tables
+
+alpha_schedule, sigma_schedule = torch.sqrt(ac), torch.sqrt(1 - ac)
+x, m = torch.randn(PS_SHAPE, generator=gp), torch.randn(PS_SHAPE, generator=gp)
+alphas = extract_into_tensor(alpha_schedule, ts, x.shape)
+sigmas = extract_into_tensor(sigma_schedule, ts, x.shape)
+put("ps/x0/x", x); put("ps/x0/model_out", m)
+put("ps/x0/epsilon", (x - sigmas * m) / alphas)
+put("ps/x0/v_prediction", alphas * x - sigmas * m)
 
 save_file(out, sys.argv[1], metadata={"cases": json.dumps(cases)})

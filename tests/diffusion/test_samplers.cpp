@@ -2,12 +2,11 @@
 // tensors come from make_golden.py beside this file, run with the project venv's interpreter.
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include "diffusion/samplers.hpp"
 #include "io/safetensors.hpp"
+#include "../golden.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -22,13 +21,11 @@ std::vector<int64_t> to_vec(const torch::Tensor& t) { return std::vector<int64_t
 
 class Golden : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    auto d = std::filesystem::temp_directory_path() / "mcm-tests" / "golden-diffusion";
-    std::filesystem::create_directories(d);
-    auto path = d / ("samplers-" + std::to_string(::getpid()) + ".safetensors");  // ctest -j runs tests in parallel
-    std::string cmd = std::string(MCM_TEST_PYTHON) + " " + MCM_TEST_SOURCE_DIR + "/tests/diffusion/make_golden.py " + path.string();
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    file_ = new io::SafetensorsFile(path);
+  // Made once per oracle version and shared by the test processes (tests/golden.hpp).
+  void SetUp() override {
+    if (file_) return;
+    const auto dir = test::golden_dir("tests/diffusion/make_golden.py", {"{out}/golden.safetensors"});
+    file_ = new io::SafetensorsFile(dir / "golden.safetensors");
   }
   static void TearDownTestSuite() {
     delete file_;
