@@ -8,22 +8,16 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/manifest.hpp"
-#include "data_prep/stages.hpp"
 #include "dist/dist_context.hpp"
+#include "stages/stage_table.hpp"
 
 namespace {
-using StageFn = int (*)(const mcm::config::Config&, const mcm::dist::DistContext&);
-struct Stage { const char* name; StageFn fn; const char* help; };
-// Note [stage table]: a new stage is one row here plus its run_<stage> file.
-const Stage kStages[] = {
-    {"synth", mcm::stages::run_synth, "write the bundled synthetic WebDataset shards"},
-    {"prep", mcm::stages::run_prep, "decode and encode tar shards into HDF5 latent shards"},
-};
+using Stage = mcm::stages::StageDef;
 
 void usage() {
   std::fprintf(stderr, "usage: mcm <stage> --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run]\n"
                        "       mcm manifest verify RUN_DIR\n       mcm manifest show RUN_DIR [OUTPUT]\n\nstages:\n");
-  for (auto& s : kStages) std::fprintf(stderr, "  %-10s %s\n", s.name, s.help);
+  for (auto& s : mcm::stages::stage_table()) std::fprintf(stderr, "  %-10s %s\n", s.name.c_str(), s.help.c_str());
 }
 
 int run_stage(const Stage& st, int argc, char** argv) {
@@ -38,17 +32,17 @@ int run_stage(const Stage& st, int argc, char** argv) {
       return 0;
     }
   } catch (const mcm::Error& e) {
-    std::fprintf(stderr, "mcm %s: %s\n", st.name, e.what());
+    std::fprintf(stderr, "mcm %s: %s\n", st.name.c_str(), e.what());
     return 2;
   }
   mcm::dist::DistContext ctx(&argc, &argv);
   mcm::log::set_rank(ctx.rank(), ctx.world_size());
   mcm::log::set_level(mcm::log::parse_level(cfg.run.log_level));
   try {
-    if (ctx.is_root()) mcm::log::info(st.name, ": run ", cfg.run.dir, ", ", ctx.world_size(), " rank(s), config ", cfg.hash());
-    return st.fn(cfg, ctx);
+    if (ctx.is_root()) mcm::log::info(st.name.c_str(), ": run ", cfg.run.dir, ", ", ctx.world_size(), " rank(s), config ", cfg.hash());
+    return st.run(cfg, ctx);
   } catch (const std::exception& e) {
-    mcm::log::error(st.name, " (rank ", ctx.rank(), "): ", e.what());
+    mcm::log::error(st.name.c_str(), " (rank ", ctx.rank(), "): ", e.what());
     ctx.abort(1);  // other ranks may wait in a collective: take them down too
   }
 }
@@ -80,8 +74,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "manifest")) return run_manifest(argc, argv);
-  for (auto& s : kStages)
-    if (!std::strcmp(argv[1], s.name)) return run_stage(s, argc, argv);
+  if (const Stage* s = mcm::stages::find_stage(argv[1])) return run_stage(*s, argc, argv);
   std::fprintf(stderr, "mcm: unknown stage \"%s\"\n", argv[1]);
   usage();
   return 2;

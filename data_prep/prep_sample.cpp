@@ -6,19 +6,23 @@
 
 namespace mcm::stages {
 
-void SkipCounter::add(const std::string& reason, const std::string& detail, int rank) {
-  int64_t n = ++n_[reason];
-  if (n <= 5) log::warn("skip (", reason, ", rank ", rank, "): ", detail);
-  else if (n == 6) log::warn("skip (", reason, ", rank ", rank, "): further ones counted, not logged");
+void SkipLog::add(const std::string& key, const std::string& reason, const std::string& detail) {
+  ++n_[reason];
+  lines_ += nlohmann::json{{"shard", shard_}, {"key", key}, {"reason", reason}, {"detail", detail}}.dump(
+                -1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  int used = ++budget_.used[reason];
+  if (used <= budget_.per_reason) log::warn("skip (", reason, ", rank ", rank_, "): ", detail);
+  else if (used == budget_.per_reason + 1)
+    log::warn("skip (", reason, ", rank ", rank_, "): further ones go to the shards' *.skipped.jsonl only");
 }
 
-nlohmann::json SkipCounter::counts() const {
+nlohmann::json SkipLog::counts() const {
   nlohmann::json j = nlohmann::json::object();
   for (auto& [k, v] : n_) j[k] = v;
   return j;
 }
 
-int64_t SkipCounter::total() const {
+int64_t SkipLog::total() const {
   int64_t t = 0;
   for (auto& [k, v] : n_) t += v;
   return t;
@@ -44,28 +48,30 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
-std::optional<SampleItem> prepare_sample(const io::Sample& s, bool video, const std::string& where, SkipCounter& skips, int rank) {
+std::variant<SampleItem, SkipReason> prepare_sample(io::Sample& s, bool video, const std::string& where) {
   static const std::vector<std::string> video_exts{"mp4", "avi", "mov", "mkv", "webm"};
   static const std::vector<std::string> image_exts{"jpg", "jpeg", "png", "webp"};
+  // Keys become file names in later stages (samples, previews): refuse what could escape a folder.
+  if (auto why = io::unsafe_key_reason(s.key)) return SkipReason{"unsafe_path", cat(where, ": unsafe key: ", *why)};
   SampleItem item;
+  item.key = s.key;
   for (auto& e : video ? video_exts : image_exts) {
     auto it = s.files.find(e);
-    if (it != s.files.end()) { item.media = &it->second; item.media_ext = e; break; }
+    if (it != s.files.end()) { item.media = std::move(it->second); item.media_ext = e; break; }
   }
-  if (!item.media) {
+  if (item.media_ext.empty()) {
     // video2dataset writes .txt/.json for failed downloads; say which status it recorded.
     std::string status;
     if (auto it = s.files.find("json"); it != s.files.end()) {
       auto j = nlohmann::json::parse(it->second.begin(), it->second.end(), nullptr, false);
       if (j.is_object() && j.contains("status") && j["status"].is_string()) status = j["status"].get<std::string>();
     }
-    skips.add("no_media", cat(where, ": no ", video ? "video" : "image", " member", status.empty() ? "" : cat(" (status \"", status, "\")")), rank);
-    return std::nullopt;
+    return SkipReason{"no_media", cat(where, ": no ", video ? "video" : "image", " member",
+                                      status.empty() ? "" : cat(" (status \"", status, "\")"))};
   }
   bool found = false;
   if (auto it = s.files.find("json"); it != s.files.end()) {
-    std::string text(it->second.begin(), it->second.end());
-    auto j = nlohmann::json::parse(text, nullptr, false);
+    auto j = nlohmann::json::parse(it->second.begin(), it->second.end(), nullptr, false);
     if (j.is_object() && j.contains("caption") && j["caption"].is_string()) {
       item.caption = j["caption"].get<std::string>();
       found = true;
@@ -80,16 +86,10 @@ std::optional<SampleItem> prepare_sample(const io::Sample& s, bool video, const 
       }
     }
   }
-  if (found && !valid_utf8(item.caption)) {
-    skips.add("bad_caption_utf8", cat(where, ": caption is not valid UTF-8"), rank);
-    return std::nullopt;
-  }
+  if (found && !valid_utf8(item.caption)) return SkipReason{"bad_caption_utf8", cat(where, ": caption is not valid UTF-8")};
   while (!item.caption.empty() && (item.caption.back() == '\n' || item.caption.back() == '\r' || item.caption.back() == ' '))
     item.caption.pop_back();
-  if (!found || item.caption.empty()) {
-    skips.add("missing_caption", cat(where, ": no caption in .json or .txt"), rank);
-    return std::nullopt;
-  }
+  if (!found || item.caption.empty()) return SkipReason{"missing_caption", cat(where, ": no caption in .json or .txt")};
   return item;
 }
 

@@ -2,19 +2,20 @@
 // (shard i on rank i % world); every sample is seeded by its key, so any world size writes
 // byte-identical shards. Broken samples are planted on request (synth.broken) for tests.
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 
-#include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
+#include "core/rng.hpp"
 #include "data_prep/stages.hpp"
+#include "data_prep/synth_config.hpp"
 #include "data_prep/synth_world.hpp"
 #include "io/media_encode.hpp"
 #include "io/tar.hpp"
-#include "pipeline/stage_run.hpp"
+#include "stages/stage_run.hpp"
+#include "stages/stage_table.hpp"
 
 namespace mcm::stages {
 namespace {
@@ -33,7 +34,7 @@ struct Plan {
   bool truncate_last_video_shard = false;
 };
 
-Plan plan_broken(const config::SynthSection& s, const std::vector<std::vector<std::string>>& video_keys,
+Plan plan_broken(const SynthSection& s, const std::vector<std::vector<std::string>>& video_keys,
                  const std::vector<std::vector<std::string>>& image_keys) {
   Plan p;
   std::vector<std::string> vkeys, ikeys;
@@ -68,13 +69,13 @@ std::vector<std::vector<std::string>> keys_per_shard(int64_t n, int64_t shards) 
 
 void write_video_shard(const config::Config& cfg, const stdfs::path& path, const std::vector<std::string>& keys,
                        const Plan& plan, bool truncate) {
-  const auto& s = cfg.synth;
+  const auto& s = cfg.section<SynthSection>();
   io::TarWriter tar(path);
   int w = static_cast<int>(s.width), h = static_cast<int>(s.height);
   for (size_t n = 0; n < keys.size(); ++n) {
     const std::string& key = keys[n];
-    uint64_t seed = checksum::hash64(key, static_cast<uint64_t>(cfg.run.seed));
-    synth::Scene scene = synth::draw_scene(seed);
+    const uint64_t index = rng::index_of(key), seed = static_cast<uint64_t>(cfg.run.seed);
+    synth::Scene scene = synth::draw_scene(rng::key(seed, "synth", index, "scene"));
     auto it = plan.video_defect.find(key);
     std::string defect = it == plan.video_defect.end() ? "" : it->second;
     int frames = defect == "short_clip" ? 2 : static_cast<int>(s.frames);
@@ -85,7 +86,7 @@ void write_video_shard(const config::Config& cfg, const stdfs::path& path, const
               {"watermark", s.watermark}, {"width", w}, {"height", h}, {"frames", frames}, {"fps", s.fps}};
     if (defect != "no_media") {
       std::vector<uint8_t> rgb(static_cast<size_t>(frames) * w * h * 3);
-      synth::Degradation d{s.blur, s.noise, s.watermark, seed};
+      synth::Degradation d{s.blur, s.noise, s.watermark, rng::key(seed, "synth", index, "noise")};
       for (int t = 0; t < frames; ++t) {
         uint8_t* f = rgb.data() + static_cast<size_t>(t) * w * h * 3;
         synth::render_frame(scene, t, w, h, 1, f);
@@ -93,8 +94,8 @@ void write_video_shard(const config::Config& cfg, const stdfs::path& path, const
       }
       auto mp4 = io::encode_mp4(rgb.data(), frames, w, h, {static_cast<int>(s.fps), static_cast<int>(s.video_crf)});
       if (defect == "corrupt_mp4") {  // keep the header, scramble the rest: the moov/mdat are garbage
-        std::mt19937_64 rng(seed);
-        for (size_t i = 48; i < mp4.size(); ++i) mp4[i] = static_cast<uint8_t>(rng());
+        rng::Stream scramble(rng::key(seed, "synth", index, "corrupt_mp4"));
+        for (size_t i = 48; i < mp4.size(); ++i) mp4[i] = static_cast<uint8_t>(scramble.next_u64());
       }
       tar.add(key + ".mp4", mp4);
     } else {
@@ -116,13 +117,12 @@ void write_video_shard(const config::Config& cfg, const stdfs::path& path, const
 
 void write_image_shard(const config::Config& cfg, const stdfs::path& path, const std::vector<std::string>& keys,
                        const Plan& plan) {
-  const auto& s = cfg.synth;
+  const auto& s = cfg.section<SynthSection>();
   io::TarWriter tar(path);
   int side = static_cast<int>(s.image_size);
   std::vector<uint8_t> rgb(static_cast<size_t>(side) * side * 3);
   for (auto& key : keys) {
-    uint64_t seed = checksum::hash64("image/" + key, static_cast<uint64_t>(cfg.run.seed));
-    synth::Scene scene = synth::draw_scene(seed);
+    synth::Scene scene = synth::draw_scene(rng::key(static_cast<uint64_t>(cfg.run.seed), "synth", rng::index_of(key), "image scene"));
     synth::render_frame(scene, 0, side, side, 4, rgb.data());
     auto jpg = io::encode_jpeg(rgb.data(), side, side, static_cast<int>(s.image_qscale));
     auto it = plan.image_defect.find(key);
@@ -144,15 +144,21 @@ void write_image_shard(const config::Config& cfg, const stdfs::path& path, const
 
 }  // namespace
 
+// Version of synth's algorithm (rendering, encoding, planting). It enters the stage hash: bump
+// it whenever a change alters the shards synth writes for the same config.
+constexpr const char* kSynthCodeVersion = "2";
+
+MCM_CONFIG_SECTION(SynthSection);
+
 int run_synth(const config::Config& cfg, const dist::DistContext& ctx) {
-  const auto& s = cfg.synth;
+  const auto& s = cfg.section<SynthSection>();
   stdfs::path run_dir = cfg.run.dir, data = run_dir / "data";
   if (ctx.is_root()) {
     fs::make_dirs(data / "videos");
     fs::make_dirs(data / "images");
   }
   ctx.barrier();
-  StageRun stage("synth", cfg, ctx, {"synth", "run.seed"});
+  StageRun stage("synth", kSynthCodeVersion, cfg, ctx, {"synth", "run.seed"});
 
   auto vkeys = keys_per_shard(s.videos, s.video_shards);
   auto ikeys = s.images > 0 ? keys_per_shard(s.images, s.image_shards) : std::vector<std::vector<std::string>>{};
@@ -214,5 +220,7 @@ int run_synth(const config::Config& cfg, const dist::DistContext& ctx) {
                                " image shards in ", data.string());
   return ok ? 0 : 1;
 }
+
+MCM_STAGE("synth", 10, run_synth, "write the bundled synthetic WebDataset shards");
 
 }  // namespace mcm::stages

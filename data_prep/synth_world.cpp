@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 namespace mcm::synth {
 namespace {
@@ -44,18 +43,17 @@ std::vector<std::string> vocabulary() {
   return v;
 }
 
-Scene draw_scene(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
+Scene draw_scene(const rng::Key& key) {
+  rng::Stream rng(key);
+  auto pick = [&](const std::vector<std::string>& v) { return v[static_cast<size_t>(rng.uniform_int(0, static_cast<int64_t>(v.size()) - 1))]; };
   Scene s;
   s.shape = pick(shapes());
   s.colour = pick(colours());
   s.direction = pick(directions());
   s.speed = pick(speeds());
   s.background = pick(backgrounds());
-  std::uniform_real_distribution<double> u(0.2, 0.8);
-  s.x0 = u(rng);
-  s.y0 = u(rng);
+  s.x0 = 0.2 + 0.6 * rng.uniform();
+  s.y0 = 0.2 + 0.6 * rng.uniform();
   return s;
 }
 
@@ -127,9 +125,9 @@ void degrade(uint8_t* rgb, int w, int h, const Degradation& d, int frame_index) 
       }
   }
   if (d.noise > 0) {
-    std::mt19937_64 rng(d.seed * 1000003ULL + static_cast<uint64_t>(frame_index));
-    std::normal_distribution<double> n(0.0, d.noise);
-    for (auto& v : buf) v += n(rng);
+    std::vector<double> n(buf.size());
+    rng::fill_normal(d.noise_key, static_cast<uint64_t>(frame_index) * buf.size(), n.data(), n.size());
+    for (size_t i = 0; i < buf.size(); ++i) buf[i] += d.noise * n[i];
   }
   for (size_t i = 0; i < buf.size(); ++i) rgb[i] = static_cast<uint8_t>(std::clamp(std::lround(buf[i]), 0L, 255L));
 }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.hpp"
+
 namespace mcm::synth {
 
 struct Scene {
@@ -24,8 +26,8 @@ const std::vector<std::string>& backgrounds();
 /// Every word a caption can use, after the four special tokens (the text encoder's vocab).
 std::vector<std::string> vocabulary();
 
-/// A scene drawn from a seed (deterministic).
-Scene draw_scene(uint64_t seed);
+/// A scene drawn from its stream (deterministic, the same with any standard library).
+Scene draw_scene(const rng::Key& key);
 /// "a red circle moves left slowly on a dark background"
 std::string video_caption(const Scene& s);
 /// "a red circle on a dark background"
@@ -35,7 +37,7 @@ struct Degradation {
   double blur = 0;      ///< box-blur radius, pixels
   double noise = 0;     ///< noise std, 0..255
   bool watermark = false;
-  uint64_t seed = 0;    ///< noise stream
+  rng::Key noise_key{}; ///< noise stream; frame t uses elements [t*w*h*3, (t+1)*w*h*3)
 };
 
 /// Renders frame t of a scene ([h, w, 3] RGB). Supersampling `ss` x `ss` per pixel.

@@ -1,4 +1,4 @@
-// Config binding: every field is listed once in visit(); readers and writers walk that list.
+// Config binding: core keys are listed once in visit_core(), each section lists its own; readers and writers walk them.
 #include "core/config.hpp"
 
 #include <algorithm>
@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <toml++/toml.h>
 
 #include "core/checksum.hpp"
@@ -14,41 +15,14 @@
 namespace mcm::config {
 namespace {
 
-// Note [one field list]: visit() is the only place that names config keys. Loading, printing,
-// hashing and the unknown-key check all walk it, so a new field is one line here.
-template <class V>
-void visit(Config& c, V&& v) {
+// Note [one field list]: visit_core() names the core keys and each section's visit() names its
+// own. Loading, printing, hashing and the unknown-key check all walk them, so a new field is
+// one line in one place.
+void visit_core(Config& c, FieldVisitor& v) {
   v("run.dir", c.run.dir);
   v("run.seed", c.run.seed);
   v("run.threads", c.run.threads);
   v("run.log_level", c.run.log_level);
-
-  v("synth.videos", c.synth.videos);
-  v("synth.video_shards", c.synth.video_shards);
-  v("synth.images", c.synth.images);
-  v("synth.image_shards", c.synth.image_shards);
-  v("synth.width", c.synth.width);
-  v("synth.height", c.synth.height);
-  v("synth.frames", c.synth.frames);
-  v("synth.fps", c.synth.fps);
-  v("synth.video_crf", c.synth.video_crf);
-  v("synth.blur", c.synth.blur);
-  v("synth.noise", c.synth.noise);
-  v("synth.watermark", c.synth.watermark);
-  v("synth.image_size", c.synth.image_size);
-  v("synth.image_qscale", c.synth.image_qscale);
-  v("synth.broken", c.synth.broken);
-
-  v("prep.videos", c.prep.videos);
-  v("prep.images", c.prep.images);
-  v("prep.encode_images", c.prep.encode_images);
-  v("prep.frames", c.prep.frames);
-  v("prep.stride", c.prep.stride);
-  v("prep.resolution", c.prep.resolution);
-  v("prep.crop", c.prep.crop);
-  v("prep.crop_scale_min", c.prep.crop_scale_min);
-  v("prep.image_crop_scale_min", c.prep.image_crop_scale_min);
-  v("prep.encode_batch", c.prep.encode_batch);
 
   v("models.autoencoder.kind", c.models.autoencoder.kind);
   v("models.autoencoder.factor", c.models.autoencoder.factor);
@@ -62,6 +36,36 @@ void visit(Config& c, V&& v) {
   v("models.text_encoder.seed", c.models.text_encoder.seed);
   v("models.text_encoder.path", c.models.text_encoder.path);
   v("models.text_encoder.tokenizer", c.models.text_encoder.tokenizer);
+}
+
+// Forwards every field with "<section>." in front of its key.
+class Prefixed final : public FieldVisitor {
+ public:
+  Prefixed(FieldVisitor& inner, std::string prefix) : inner_(inner), prefix_(std::move(prefix)) {}
+  void operator()(const std::string& k, std::string& v) override { inner_(prefix_ + k, v); }
+  void operator()(const std::string& k, int64_t& v) override { inner_(prefix_ + k, v); }
+  void operator()(const std::string& k, double& v) override { inner_(prefix_ + k, v); }
+  void operator()(const std::string& k, bool& v) override { inner_(prefix_ + k, v); }
+  void operator()(const std::string& k, std::vector<std::string>& v) override { inner_(prefix_ + k, v); }
+
+ private:
+  FieldVisitor& inner_;
+  std::string prefix_;
+};
+
+// Every field of the config: core, then each registered section.
+void visit_all(Config& c, FieldVisitor& v) {
+  visit_core(c, v);
+  for (auto& [name, section] : c.sections()) {
+    Prefixed p(v, name + ".");
+    section->visit(p);
+  }
+}
+
+using Factories = std::map<std::string, std::function<std::unique_ptr<SectionBase>()>>;
+Factories& factories() {
+  static Factories f;  // filled during static initialisation, read afterwards
+  return f;
 }
 
 // Parsed sources in order (files, then --set overrides). Merging copies nodes and loses their
@@ -96,7 +100,8 @@ const char* type_name(toml::node_type t) {
 }
 
 // Reads values from a merged TOML table into the struct, type-checking each one.
-struct Reader {
+struct Reader final : FieldVisitor {
+  Reader(const toml::table& r, const Sources& s) : root(r), sources(s) {}
   const toml::table& root;
   const Sources& sources;
   std::set<std::string> known;
@@ -108,32 +113,32 @@ struct Reader {
   [[noreturn]] void bad(const toml::node& n, const std::string& key, const char* want) {
     throw ConfigError(cat(where(sources, key), ": expected ", want, ", got ", type_name(n.type())));
   }
-  void operator()(const std::string& key, std::string& out) {
+  void operator()(const std::string& key, std::string& out) override {
     if (auto* n = find(key)) {
       if (!n->is_string()) bad(*n, key, "string");
       out = n->as_string()->get();
     }
   }
-  void operator()(const std::string& key, int64_t& out) {
+  void operator()(const std::string& key, int64_t& out) override {
     if (auto* n = find(key)) {
       if (!n->is_integer()) bad(*n, key, "integer");
       out = n->as_integer()->get();
     }
   }
-  void operator()(const std::string& key, double& out) {
+  void operator()(const std::string& key, double& out) override {
     if (auto* n = find(key)) {
       if (n->is_integer()) out = static_cast<double>(n->as_integer()->get());
       else if (n->is_floating_point()) out = n->as_floating_point()->get();
       else bad(*n, key, "number");
     }
   }
-  void operator()(const std::string& key, bool& out) {
+  void operator()(const std::string& key, bool& out) override {
     if (auto* n = find(key)) {
       if (!n->is_boolean()) bad(*n, key, "boolean");
       out = n->as_boolean()->get();
     }
   }
-  void operator()(const std::string& key, std::vector<std::string>& out) {
+  void operator()(const std::string& key, std::vector<std::string>& out) override {
     if (auto* n = find(key)) {
       if (!n->is_array()) bad(*n, key, "array of strings");
       out.clear();
@@ -145,10 +150,16 @@ struct Reader {
   }
 };
 
-struct JsonWriter {
+struct JsonWriter final : FieldVisitor {
+  explicit JsonWriter(nlohmann::json& r) : root(r) {}
   nlohmann::json& root;
+  void operator()(const std::string& k, std::string& v) override { put(k, v); }
+  void operator()(const std::string& k, int64_t& v) override { put(k, v); }
+  void operator()(const std::string& k, double& v) override { put(k, v); }
+  void operator()(const std::string& k, bool& v) override { put(k, v); }
+  void operator()(const std::string& k, std::vector<std::string>& v) override { put(k, v); }
   template <class T>
-  void operator()(const std::string& key, const T& value) {
+  void put(const std::string& key, const T& value) {
     nlohmann::json* cur = &root;
     std::string rest = key;
     for (size_t dot; (dot = rest.find('.')) != std::string::npos; rest = rest.substr(dot + 1))
@@ -234,9 +245,43 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+void register_section(const std::string& name, std::function<std::unique_ptr<SectionBase>()> make) {
+  if (name.empty() || name == "run" || name == "models" || !factories().emplace(name, std::move(make)).second)
+    throw std::logic_error(cat("config section [", name, "] registered twice or reserved"));
+}
+
+std::vector<std::string> registered_sections() {
+  std::vector<std::string> out;
+  for (auto& [name, f] : factories()) out.push_back(name);
+  return out;
+}
+
+Config::Config() {
+  for (auto& [name, make] : factories()) sections_[name] = make();
+}
+
+Config::Config(const Config& o) : run(o.run), models(o.models), sources(o.sources) {
+  for (auto& [name, s] : o.sections_) sections_[name] = s->clone();
+}
+
+Config& Config::operator=(const Config& o) {
+  if (this != &o) *this = Config(o);
+  return *this;
+}
+
+const SectionBase& Config::section_base(const std::string& name) const {
+  auto it = sections_.find(name);
+  if (it == sections_.end())
+    throw ConfigError(cat("configuration section [", name, "] is not part of this program (registered: ",
+                          [] { std::string l; for (auto& n : registered_sections()) l += (l.empty() ? "" : ", ") + n; return l; }(),
+                          ")"));
+  return *it->second;
+}
+
 nlohmann::json Config::to_json() const {
   nlohmann::json j = nlohmann::json::object();
-  visit(const_cast<Config&>(*this), JsonWriter{j});
+  JsonWriter w(j);
+  visit_all(const_cast<Config&>(*this), w);
   return j;
 }
 
@@ -270,8 +315,28 @@ std::string Config::hash(const std::vector<std::string>& parts) const {
   if (parts.empty()) return checksum::of_bytes(all.dump());
   nlohmann::json sel = nlohmann::json::object();
   for (auto& p : parts) {
-    nlohmann::json::json_pointer ptr("/" + [&] { std::string s = p; std::replace(s.begin(), s.end(), '.', '/'); return s; }());
-    sel[p] = all.contains(ptr) ? all.at(ptr) : nlohmann::json();
+    // A key that names nothing would hash as null and silently stop guarding the outputs.
+    const nlohmann::json* node = &all;
+    for (size_t start = 0; node;) {
+      size_t dot = p.find('.', start);
+      std::string name = p.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      auto it = node->is_object() ? node->find(name) : node->end();
+      node = it != node->end() ? &*it : nullptr;
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    if (!node) {
+      std::set<std::string> known;  // every section and key, for the suggestion
+      auto walk = [&](auto&& self, const nlohmann::json& j, const std::string& pre) -> void {
+        for (auto& [k, v] : j.items()) {
+          known.insert(pre + k);
+          if (v.is_object()) self(self, v, pre + k + ".");
+        }
+      };
+      walk(walk, all, "");
+      throw ConfigError(cat("stage hash: unknown configuration key \"", p, "\"", suggestion(p, known)));
+    }
+    sel[p] = *node;
   }
   return checksum::of_bytes(sel.dump());
 }
@@ -296,8 +361,8 @@ Config load(const std::vector<std::filesystem::path>& files, const std::vector<s
     merge_into(merged, sources.tables.back().second);
     cfg.sources.push_back("--set " + o);
   }
-  Reader r{merged, sources, {}};
-  visit(cfg, r);
+  Reader r(merged, sources);
+  visit_all(cfg, r);
 
   // Unknown keys: collect them all, each with its location and the nearest known key.
   std::vector<std::pair<std::string, const toml::node*>> leaves;

@@ -1,9 +1,14 @@
 // The run configuration: one struct per TOML section, one `///` line per field. TOML files
 // (base, then overlays) and `--set key=value` overrides are merged, bound strictly (unknown
 // keys and wrong types are errors with file:line:column) and checked by one validate().
+// Core owns the shared sections ([run], [models.*]); each stage owns its own section, declared
+// and validated in the stage's folder and registered with MCM_CONFIG_SECTION (Note [sections]).
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,37 +21,6 @@ struct RunSection {
   int64_t seed = 1234;            ///< master seed; every stage derives its streams from it
   int64_t threads = 0;            ///< torch/decoder threads per rank; 0 = cores / ranks on the node
   std::string log_level = "info"; ///< debug, info, warn or error
-};
-
-struct SynthSection {
-  int64_t videos = 48;            ///< number of WebVid-style video samples
-  int64_t video_shards = 4;       ///< number of video tar shards
-  int64_t images = 32;            ///< number of LAION-style still images
-  int64_t image_shards = 2;       ///< number of image tar shards
-  int64_t width = 64;             ///< video width in pixels (even)
-  int64_t height = 64;            ///< video height in pixels (even)
-  int64_t frames = 24;            ///< frames per video
-  int64_t fps = 8;                ///< video frame rate
-  int64_t video_crf = 36;         ///< x264 CRF of the low-quality videos (0..51, higher = worse)
-  double blur = 1.0;              ///< box-blur radius of the low-quality videos, pixels
-  double noise = 6.0;             ///< std of the additive noise of the videos, 0..255 units
-  bool watermark = true;          ///< overlay a semi-transparent watermark on the videos
-  int64_t image_size = 64;        ///< side of the square high-quality images
-  int64_t image_qscale = 2;       ///< MJPEG qscale of the images (2 best .. 31 worst)
-  std::vector<std::string> broken = {};  ///< broken samples to plant, for tests (see synth.hpp)
-};
-
-struct PrepSection {
-  std::string videos = "";        ///< video shards: a folder of *.tar or one .tar ("" = <run.dir>/data/videos)
-  std::string images = "";        ///< image shards, likewise ("" = <run.dir>/data/images if present)
-  bool encode_images = true;      ///< also turn the image shards into image latent shards
-  int64_t frames = 8;             ///< frames per clip (T)
-  int64_t stride = 2;             ///< frame stride inside a clip
-  int64_t resolution = 32;        ///< side of the square clip after crop and resize
-  std::string crop = "center";    ///< "center" or "random_resized" (one crop per clip, seeded by key)
-  double crop_scale_min = 0.75;   ///< random_resized: smallest area fraction of videos
-  double image_crop_scale_min = 0.5;  ///< random_resized: smallest area fraction of images
-  int64_t encode_batch = 32;      ///< frames per autoencoder call (bounds memory)
 };
 
 struct AutoencoderSection {
@@ -72,26 +46,105 @@ struct ModelsSection {
   TextEncoderSection text_encoder;
 };
 
+/// One call per field of a section, with the key relative to the section ("frames").
+class FieldVisitor {
+ public:
+  virtual ~FieldVisitor() = default;
+  virtual void operator()(const std::string& key, std::string& v) = 0;
+  virtual void operator()(const std::string& key, int64_t& v) = 0;
+  virtual void operator()(const std::string& key, double& v) = 0;
+  virtual void operator()(const std::string& key, bool& v) = 0;
+  virtual void operator()(const std::string& key, std::vector<std::string>& v) = 0;
+};
+
+struct Config;
+
+/// A registered section, type-erased. Implemented by Section<S> for a struct S with
+/// `static constexpr const char* kName`, `void visit(FieldVisitor&)` listing every field once,
+/// and `void validate(const Config&) const` (its range and cross-field rules).
+class SectionBase {
+ public:
+  virtual ~SectionBase() = default;
+  virtual void visit(FieldVisitor& v) = 0;
+  virtual void validate(const Config& cfg) const = 0;
+  virtual std::unique_ptr<SectionBase> clone() const = 0;
+};
+
+template <class S>
+class Section final : public SectionBase {
+ public:
+  S value;
+  void visit(FieldVisitor& v) override { value.visit(v); }
+  void validate(const Config& cfg) const override { value.validate(cfg); }
+  std::unique_ptr<SectionBase> clone() const override { return std::make_unique<Section<S>>(*this); }
+};
+
+/// Adds a section to every Config made afterwards. Called at static-initialisation time by
+/// MCM_CONFIG_SECTION; a name registered twice is a programming error (std::logic_error).
+void register_section(const std::string& name, std::function<std::unique_ptr<SectionBase>()> make);
+/// Names of the registered sections, sorted.
+std::vector<std::string> registered_sections();
+
+// Note [sections]: a stage declares `struct PrepSection { static constexpr const char* kName =
+// "prep"; ... }` in its own folder and registers it in the .cpp that defines its run_<stage>
+// (so the registration is linked whenever the stage is): MCM_CONFIG_SECTION(PrepSection).
+// Core never names a stage's section; programs and tests know the sections they link.
+#define MCM_CONFIG_SECTION(S)                                                                        \
+  static const bool mcm_config_section_registered_##S = [] {                                         \
+    ::mcm::config::register_section(S::kName, [] { return std::make_unique<::mcm::config::Section<S>>(); }); \
+    return true;                                                                                     \
+  }()
+
 struct Config {
   RunSection run;
-  SynthSection synth;
-  PrepSection prep;
   ModelsSection models;
   std::vector<std::string> sources;  ///< files and --set overrides it came from, in order
+
+  /// Every registered section, with its documented defaults.
+  Config();
+  Config(const Config& o);
+  Config& operator=(const Config& o);
+  Config(Config&&) noexcept = default;
+  Config& operator=(Config&&) noexcept = default;
+
+  /// A stage's section; ConfigError when this program did not register S.
+  template <class S>
+  const S& section() const { return dynamic_cast<const Section<S>&>(section_base(S::kName)).value; }
+  template <class S>
+  S& section() { return dynamic_cast<Section<S>&>(const_cast<SectionBase&>(section_base(S::kName))).value; }
+  /// The section, or nullptr when not registered (for cross-section rules).
+  template <class S>
+  const S* find() const {
+    auto it = sections_.find(S::kName);
+    return it == sections_.end() ? nullptr : &dynamic_cast<const Section<S>&>(*it->second).value;
+  }
 
   /// The resolved configuration as JSON (for the manifest) and as TOML (for --dry-run).
   nlohmann::json to_json() const;
   std::string to_toml() const;
-  /// Hash of the whole config, or of the listed top-level sections / dotted keys only.
+  /// Hash of the whole config, or of the listed top-level sections / dotted keys only (an
+  /// unknown one is a ConfigError).
   std::string hash(const std::vector<std::string>& parts = {}) const;
+
+  /// The registered sections by name (for walking every field).
+  const std::map<std::string, std::unique_ptr<SectionBase>>& sections() const { return sections_; }
+
+ private:
+  const SectionBase& section_base(const std::string& name) const;
+  std::map<std::string, std::unique_ptr<SectionBase>> sections_;
 };
 
 /// Loads files in order (later ones overlay earlier ones), applies `key=value` overrides,
 /// binds strictly and validates. Throws ConfigError naming file:line:column and key.
 Config load(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides);
 
-/// Cross-field checks; throws ConfigError explaining the numbers.
+/// Cross-field checks of the core sections, then each section's validate(); throws
+/// ConfigError explaining the numbers.
 void validate(const Config& cfg);
+
+/// Helpers for sections' validate(): a positive value, one of a set of names.
+void require_positive(int64_t v, const std::string& key);
+void require_one_of(const std::string& v, const std::string& key, const std::vector<std::string>& allowed);
 
 /// Edit distance, used to suggest the nearest known key.
 size_t edit_distance(const std::string& a, const std::string& b);

@@ -29,6 +29,7 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const nlohmann::json& doc, co
   c.use_quant_conv = r.boolean("use_quant_conv", true);
   c.use_post_quant_conv = r.boolean("use_post_quant_conv", true);
   c.mid_block_add_attention = r.boolean("mid_block_add_attention", true);
+  c.force_upcast = r.boolean("force_upcast", true);
   if (r.string("act_fn", "silu") != "silu") r.fail("act_fn", "only \"silu\" is supported");
   if (r.has("latents_mean")) r.fail("latents_mean", "per-channel latent statistics are not supported");
   const size_t n = c.block_out_channels.size();
@@ -67,7 +68,8 @@ nlohmann::json AutoencoderKLConfig::to_json() const {
           {"shift_factor", shift_factor ? nlohmann::json(*shift_factor) : nlohmann::json(nullptr)},
           {"use_quant_conv", use_quant_conv},
           {"use_post_quant_conv", use_post_quant_conv},
-          {"mid_block_add_attention", mid_block_add_attention}};
+          {"mid_block_add_attention", mid_block_add_attention},
+          {"force_upcast", force_upcast}};
 }
 
 /// Encoder or Decoder of vae.py: conv_in, blocks, mid_block (resnet, attention, resnet),
@@ -219,22 +221,32 @@ VaeFrameAutoencoder::VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t s
   hash_ = source_.empty() ? "" : folder_checksum(source_);
 }
 
-torch::Tensor VaeFrameAutoencoder::encode(const torch::Tensor& frames, uint64_t noise_seed) {
+void VaeFrameAutoencoder::place(torch::Device device, torch::ScalarType dtype) {
+  if (vae_->config().force_upcast) dtype = torch::kFloat32;
+  vae_->to(device, dtype);
+}
+
+torch::Tensor VaeFrameAutoencoder::encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) {
   torch::NoGradGuard ng;
+  require<DataError>(mode_ == Mode::Mean || static_cast<int64_t>(frame_seeds.size()) == frames.size(0),
+                     "AutoencoderKL encode: ", frame_seeds.size(), " seeds for ", frames.size(0), " frames");
   const auto& c = vae_->config();
   auto dtype = vae_->parameters().front().scalar_type();
   auto device = vae_->parameters().front().device();
   std::vector<torch::Tensor> out;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(noise_seed);
   for (int64_t s = 0; s < frames.size(0); s += slice_) {
     auto x = frames.slice(0, s, std::min(frames.size(0), s + slice_)).to(device, dtype);
     auto [mean, logvar] = vae_->encode_moments(x);
     torch::Tensor z = mean;
     if (mode_ == Mode::Sample) {
-      // Noise from a CPU generator seeded by the caller (prep: the clip key), so latents do not
-      // depend on the device, the rank or the order clips are processed in.
-      auto eps = at::randn(mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device, mean.scalar_type());
-      z = mean + torch::exp(0.5 * logvar) * eps;
+      // Each frame's noise from a CPU generator seeded by the caller (prep: the clip key and
+      // frame), so latents do not depend on the device, the rank, the batch or the order.
+      std::vector<torch::Tensor> eps;
+      for (int64_t i = 0; i < mean.size(0); ++i) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(frame_seeds[static_cast<size_t>(s + i)]);
+        eps.push_back(at::randn(mean.sizes().slice(1), gen, torch::TensorOptions().dtype(torch::kFloat32)));
+      }
+      z = mean + torch::exp(0.5 * logvar) * torch::stack(eps).to(device, mean.scalar_type());
     }
     if (c.shift_factor) z = z - *c.shift_factor;
     out.push_back((z * c.scaling_factor).to(torch::kFloat32).cpu());

@@ -25,6 +25,7 @@ struct AutoencoderKLConfig {
   bool use_quant_conv = true;
   bool use_post_quant_conv = true;
   bool mid_block_add_attention = true;
+  bool force_upcast = true;  ///< diffusers: run in float32 even when the pipeline is half (SD's VAE overflows in fp16)
 
   static AutoencoderKLConfig from_json(const nlohmann::json& doc, const std::filesystem::path& file);
   nlohmann::json to_json() const;
@@ -53,8 +54,9 @@ class VaeFrameAutoencoder : public FrameAutoencoder {
   enum class Mode { Mean, Sample };
   /// `folder`: the vae/ folder it came from ("" when built in memory), checksummed for the manifest.
   VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t slice_frames, std::string folder);
-  torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) override;
+  torch::Tensor encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
+  void place(torch::Device device, torch::ScalarType dtype) override;
   int64_t latent_channels() const override { return vae_->config().latent_channels; }
   int64_t downsample() const override { return int64_t{1} << (vae_->config().block_out_channels.size() - 1); }
   double scaling_factor() const override { return vae_->config().scaling_factor; }

@@ -59,6 +59,7 @@ class ClipTextEncoder : public TextEncoder {
   /// `model_dir`: transformers text_encoder/ folder; `tokenizer_dir`: its tokenizer/ folder.
   ClipTextEncoder(const std::filesystem::path& model_dir, const std::filesystem::path& tokenizer_dir);
   torch::Tensor encode(const std::vector<std::string>& captions) override;
+  void place(torch::Device device, torch::ScalarType dtype) override { model_->to(device, dtype); }
   int64_t max_length() const override { return tokenizer_.context_length(); }
   int64_t dim() const override { return model_->config().hidden_size; }
   std::string name() const override;

@@ -18,7 +18,14 @@ PixelShuffleAutoencoder::PixelShuffleAutoencoder(int64_t factor, double scaling)
   require<ConfigError>(factor >= 1, "pixel_shuffle factor ", factor, " must be >= 1");
 }
 
-torch::Tensor PixelShuffleAutoencoder::encode(const torch::Tensor& x, uint64_t) {
+torch::Tensor FrameAutoencoder::encode(const torch::Tensor& frames, uint64_t noise_seed) {
+  std::vector<uint64_t> seeds(static_cast<size_t>(frames.size(0)));
+  for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = noise_seed + i;
+  return encode_frames(frames, seeds);
+}
+
+// Exact and cheap: stays on the CPU in float32 whatever the rank's device.
+torch::Tensor PixelShuffleAutoencoder::encode_frames(const torch::Tensor& x, const std::vector<uint64_t>&) {
   require<DataError>(x.dim() == 4 && x.size(1) == 3 && x.size(2) % factor_ == 0 && x.size(3) % factor_ == 0,
                      "pixel_shuffle encode: expected [N,3,H,W] with H,W divisible by ", factor_, ", got ", x.sizes());
   return torch::pixel_unshuffle(x, factor_) * scaling_;

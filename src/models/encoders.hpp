@@ -17,10 +17,16 @@ namespace mcm::models {
 class FrameAutoencoder {
  public:
   virtual ~FrameAutoencoder() = default;
-  /// [N, 3, H, W] float in [-1, 1] -> [N, C, H/f, W/f], already multiplied by scaling_factor().
-  /// `noise_seed` seeds any sampling (a VAE posterior sample), so results never depend on the
-  /// rank or order that clips are encoded in.
-  virtual torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) = 0;
+  /// [N, 3, H, W] float in [-1, 1] -> [N, C, H/f, W/f] float32 on the CPU, already multiplied by
+  /// scaling_factor(). Frame i's sampling noise (a VAE posterior sample) comes from
+  /// `frame_seeds[i]` alone, so results never depend on the rank, the batch or the order that
+  /// frames are encoded in.
+  virtual torch::Tensor encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) = 0;
+  /// encode_frames with frame i seeded by noise_seed + i.
+  torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0);
+  /// Moves the weights to `device` in `dtype` (a VAE with force_upcast stays float32, as in
+  /// diffusers); inputs are moved there per call.
+  virtual void place(torch::Device device, torch::ScalarType dtype) {}
   /// Inverse of encode (expects scaled latents).
   virtual torch::Tensor decode(const torch::Tensor& latents) = 0;
   virtual int64_t latent_channels() const = 0;
@@ -35,7 +41,10 @@ class FrameAutoencoder {
 class TextEncoder {
  public:
   virtual ~TextEncoder() = default;
+  /// [B, L, D] float32 on the CPU.
   virtual torch::Tensor encode(const std::vector<std::string>& captions) = 0;
+  /// Moves the weights to `device` in `dtype`.
+  virtual void place(torch::Device device, torch::ScalarType dtype) {}
   virtual int64_t max_length() const = 0;
   virtual int64_t dim() const = 0;
   virtual std::string name() const = 0;
@@ -47,7 +56,7 @@ class TextEncoder {
 class PixelShuffleAutoencoder : public FrameAutoencoder {
  public:
   PixelShuffleAutoencoder(int64_t factor, double scaling);
-  torch::Tensor encode(const torch::Tensor& frames, uint64_t noise_seed = 0) override;
+  torch::Tensor encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
   int64_t latent_channels() const override { return 3 * factor_ * factor_; }
   int64_t downsample() const override { return factor_; }

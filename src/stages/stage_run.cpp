@@ -1,5 +1,5 @@
-// StageRun implementation and the environment record.
-#include "pipeline/stage_run.hpp"
+// StageRun implementation (record, journal, reuse, merge at finish) and the environment record.
+#include "stages/stage_run.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -57,11 +57,12 @@ json slurm_info() {
 }
 }  // namespace
 
-StageRun::StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
-                   const std::vector<std::string>& hash_parts, const std::string& extra_hash)
+StageRun::StageRun(std::string stage, std::string code_version, const config::Config& cfg,
+                   const dist::DistContext& ctx, const std::vector<std::string>& hash_parts,
+                   const std::string& extra_hash)
     : stage_(std::move(stage)), cfg_(cfg), ctx_(ctx), run_dir_(cfg.run.dir), manifest_(cfg.run.dir) {
-  stage_hash_ = cfg.hash(hash_parts);
-  if (!extra_hash.empty()) stage_hash_ = checksum::of_bytes(stage_hash_ + "|" + extra_hash);
+  require<ConfigError>(!code_version.empty(), "stage ", stage_, ": empty code_version");
+  stage_hash_ = checksum::of_bytes(cat(stage_, "/", code_version, "|", cfg.hash(hash_parts), "|", extra_hash));
   auto hosts_all = ctx.allgather(ctx.hostname());
   std::set<std::string> hosts(hosts_all.begin(), hosts_all.end());
   std::string id;
@@ -71,6 +72,7 @@ StageRun::StageRun(std::string stage, const config::Config& cfg, const dist::Dis
     json header{{"config", cfg.to_json()},
                 {"config_hash", cfg.hash()},
                 {"stage_hash", stage_hash_},
+                {"code_version", code_version},
                 {"config_sources", cfg.sources},
                 {"world_size", ctx.world_size()},
                 {"hosts", std::vector<std::string>(hosts.begin(), hosts.end())},
@@ -81,6 +83,7 @@ StageRun::StageRun(std::string stage, const config::Config& cfg, const dist::Dis
     id = manifest_.begin_record(stage_, header);
   }
   id_ = ctx.broadcast(id);
+  journal_.emplace(run_dir_, id_, ctx.rank());
   previous_ = manifest::recorded_outputs(manifest_.read(), stage_);
 }
 
@@ -104,7 +107,7 @@ json StageRun::record_output(const std::filesystem::path& output, json extra) {
   entry["stage_hash"] = stage_hash_;
   entry["rank"] = ctx_.rank();
   entry.update(extra);
-  manifest_.add_output(id_, entry);
+  journal_->append(entry);
   // Fault injection for the resume tests: die like a killed job right after the N-th output.
   static const char* kill_after = std::getenv("MCM_FAULT_KILL_AFTER_OUTPUTS");
   static int recorded = 0;
@@ -112,7 +115,7 @@ json StageRun::record_output(const std::filesystem::path& output, json extra) {
   return entry;
 }
 
-void StageRun::record_reused(const json& entry) { manifest_.add_output(id_, entry); }
+void StageRun::record_reused(const json& entry) { journal_->append(entry); }
 
 bool StageRun::finish(const std::vector<std::string>& my_errors) {
   std::string joined;
@@ -124,23 +127,24 @@ bool StageRun::finish(const std::vector<std::string>& my_errors) {
     for (size_t nl; (nl = all[r].find('\n', start)) != std::string::npos; start = nl + 1)
       errors.push_back(cat("rank ", r, ": ", all[r].substr(start, nl - start)));
   }
-  ctx_.barrier();  // every rank's outputs are in the manifest before rank 0 totals them
+  // Every rank's entries are durable in its journal (each append is fdatasync'd) and its file is
+  // closed (close-to-open consistency on NFS) before rank 0 merges and totals them.
+  journal_->close();
+  ctx_.barrier();
   if (ctx_.is_root()) {
-    manifest_.update([&](json& doc) {
-      json* rec = nullptr;
-      for (auto& r : doc["records"]) if (r.value("id", "") == id_) rec = &r;
-      require<DataError>(rec != nullptr, "manifest: record ", id_, " vanished");
+    manifest_.close_record(id_, [&](json& rec) {
       json counts = json::object(), inputs = json::array();
       std::set<std::string> seen;
-      for (auto& o : (*rec)["outputs"]) {
+      for (auto& o : rec["outputs"]) {
         if (o.contains("counts")) add_counts(counts, o["counts"]);
         if (o.contains("input") && seen.insert(o["input"].value("path", "")).second) inputs.push_back(o["input"]);
       }
-      (*rec)["counts"] = counts;
-      (*rec)["inputs"] = inputs;
-      (*rec)["status"] = errors.empty() ? "complete" : "failed";
-      if (!errors.empty()) (*rec)["errors"] = errors;
-      (*rec)["ended"] = manifest::now_iso();
+      rec["counts"] = counts;
+      rec["inputs"] = inputs;
+      rec["status"] = errors.empty() ? "complete" : "failed";
+      if (errors.empty()) rec.erase("errors");
+      else rec["errors"] = errors;
+      if (!rec.contains("ended")) rec["ended"] = manifest::now_iso();
     });
   }
   ctx_.barrier();

@@ -1,8 +1,10 @@
 // StageRun: one stage execution as seen by the manifest. Rank 0 opens the record; every rank
-// records its outputs as they are committed; finish() closes it collectively. Outputs whose
-// earlier record matches (same stage hash, same input checksum, file unchanged) are reused.
+// records its outputs as they are committed, in its own journal (O(1) each, Note [manifest
+// journals]); finish() closes it collectively. Outputs whose earlier record matches (same stage
+// hash, same input checksum, file unchanged) are reused.
 #pragma once
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,9 +17,12 @@ namespace mcm::stages {
 
 class StageRun {
  public:
-  /// Collective. `hash_parts` are the config sections/keys that determine this stage's outputs
-  /// (never paths); `extra_hash` adds what config cannot say, e.g. a vocabulary file's checksum.
-  StageRun(std::string stage, const config::Config& cfg, const dist::DistContext& ctx,
+  /// Collective. `code_version` is the version of the stage's algorithm: bump it when a code
+  /// change alters what the stage writes for the same config (decoding, cropping, encoding...),
+  /// so earlier outputs stop being reused. `hash_parts` are the config sections/keys that
+  /// determine the outputs (never paths; an unknown key is a ConfigError); `extra_hash` adds
+  /// what config cannot say, e.g. a vocabulary file's checksum. All three enter stage_hash().
+  StageRun(std::string stage, std::string code_version, const config::Config& cfg, const dist::DistContext& ctx,
            const std::vector<std::string>& hash_parts, const std::string& extra_hash = "");
 
   const std::string& id() const { return id_; }
@@ -29,12 +34,14 @@ class StageRun {
   /// checksum ("" when the output has no input), and the file on disk still matches.
   std::optional<manifest::json> reusable(const std::filesystem::path& output, const std::string& input_checksum) const;
   /// Records a committed output: file_entry(output) merged with `extra` (counts, input...).
+  /// Durable on return; O(1) in the number of outputs already recorded.
   manifest::json record_output(const std::filesystem::path& output, manifest::json extra);
   /// Records an entry returned by reusable() under this run (it names its producer in "reused_from").
   void record_reused(const manifest::json& entry);
 
-  /// Collective. Sums the "counts" of every output entry of this record, gathers errors from
-  /// all ranks, sets status "complete" (no errors) or "failed". Returns true if complete.
+  /// Collective. Merges every rank's journal into the record, sums the "counts" of its output
+  /// entries, gathers errors from all ranks, sets status "complete" (no errors) or "failed".
+  /// Returns true if complete. Calling it again changes nothing but the status.
   bool finish(const std::vector<std::string>& my_errors);
 
  private:
@@ -45,6 +52,7 @@ class StageRun {
   manifest::Manifest manifest_;
   std::string id_, stage_hash_;
   std::map<std::string, manifest::json> previous_;
+  std::optional<manifest::Journal> journal_;  // this rank's, once the record id is known
 };
 
 /// Versions of every library this binary uses, for the manifest.

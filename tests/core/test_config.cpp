@@ -1,4 +1,5 @@
-// Config: strict binding, overrides, type errors with locations, cross-field rules.
+// Config: strict binding, overrides, type errors with locations, cross-field rules, and sections
+// registered by their owner (here a test section standing in for a stage's).
 #include <nlohmann/json.hpp>
 
 #include "core/config.hpp"
@@ -8,30 +9,84 @@
 using namespace mcm;
 using mcm::test::expect_error;
 
+namespace {
+// What a stage does in its own folder: declare, list and validate its section, register it.
+struct DemoSection {
+  static constexpr const char* kName = "demo";
+  int64_t frames = 8;
+  int64_t stride = 2;
+  double blur = 1.0;
+  std::string crop = "center";
+  bool flag = true;
+  std::vector<std::string> broken = {};
+  void visit(config::FieldVisitor& v) {
+    v("frames", frames);
+    v("stride", stride);
+    v("blur", blur);
+    v("crop", crop);
+    v("flag", flag);
+    v("broken", broken);
+  }
+  void validate(const config::Config& cfg) const {
+    config::require_positive(frames, "demo.frames");
+    config::require_one_of(crop, "demo.crop", {"center", "random_resized"});
+    require<ConfigError>(frames * stride <= 24 || cfg.run.seed == 0, "demo.frames x demo.stride = ", frames * stride,
+                         " exceeds 24");
+  }
+};
+MCM_CONFIG_SECTION(DemoSection);
+
+// A stage section this binary does not link (never registered).
+struct UnlinkedSection {
+  static constexpr const char* kName = "prep";
+  void visit(config::FieldVisitor&) {}
+  void validate(const config::Config&) const {}
+};
+}  // namespace
+
 TEST(Config, DefaultsAndFileAndOverridePrecedence) {
   auto d = test::scratch();
-  test::write_text(d / "a.toml", "[prep]\nframes = 4\nstride = 3\n");
-  test::write_text(d / "b.toml", "[prep]\nstride = 2\n");
-  auto c = config::load({d / "a.toml", d / "b.toml"}, {"prep.frames=5", "run.dir=runs/x y"});
-  EXPECT_EQ(c.prep.frames, 5);  // --set beats files
-  EXPECT_EQ(c.prep.stride, 2);  // overlay beats base
+  test::write_text(d / "a.toml", "[demo]\nframes = 4\nstride = 3\n");
+  test::write_text(d / "b.toml", "[demo]\nstride = 2\n");
+  auto c = config::load({d / "a.toml", d / "b.toml"}, {"demo.frames=5", "run.dir=runs/x y"});
+  EXPECT_EQ(c.section<DemoSection>().frames, 5);  // --set beats files
+  EXPECT_EQ(c.section<DemoSection>().stride, 2);  // overlay beats base
   EXPECT_EQ(c.run.dir, "runs/x y");  // bare value taken as a string
-  EXPECT_EQ(c.synth.videos, 48);  // documented default
+  EXPECT_EQ(c.section<DemoSection>().blur, 1.0);  // documented default
+  EXPECT_EQ(c.models.text_encoder.max_length, 16);
   EXPECT_EQ(c.sources.size(), 4u);
+}
+
+TEST(Config, SectionsAreRegisteredByTheirOwner) {
+  auto names = config::registered_sections();
+  EXPECT_NE(std::find(names.begin(), names.end(), "demo"), names.end());
+  // This test binary links no stage: their sections are not part of it, and say so.
+  config::Config c;
+  expect_error<ConfigError>([&] { (void)c.section<UnlinkedSection>(); }, {"section [prep] is not part of this program", "demo"});
+  expect_error<ConfigError>([&] { config::load({}, {"prep.frames=3"}); }, {"\"prep.frames\"", "unknown key"});
+  // Copies are deep.
+  config::Config a = config::load({}, {"demo.frames=3"});
+  config::Config b = a;
+  b.section<DemoSection>().frames = 4;
+  EXPECT_EQ(a.section<DemoSection>().frames, 3);
+  EXPECT_THROW(config::register_section("demo", [] { return std::make_unique<config::Section<DemoSection>>(); }),
+               std::logic_error);
 }
 
 TEST(Config, UnknownKeySuggestsNearest) {
   auto d = test::scratch();
-  test::write_text(d / "c.toml", "[prep]\nframe = 4\n[synth]\nvidoes = 3\n");
+  test::write_text(d / "c.toml", "[demo]\nframe = 4\n[run]\nsed = 3\n");
   expect_error<ConfigError>([&] { config::load({d / "c.toml"}, {}); },
-                            {"c.toml:2:", "\"prep.frame\"", "did you mean \"prep.frames\"", "\"synth.vidoes\"", "synth.videos"});
+                            {"c.toml:2:", "\"demo.frame\"", "did you mean \"demo.frames\"", "\"run.sed\"", "run.seed"});
 }
 
 TEST(Config, TypeErrorNamesFileLineColumn) {
   auto d = test::scratch();
-  test::write_text(d / "c.toml", "[run]\nseed = 1\n\n[prep]\nframes = \"eight\"\n");
-  expect_error<ConfigError>([&] { config::load({d / "c.toml"}, {}); }, {"c.toml:5:", "prep.frames", "expected integer, got string"});
-  expect_error<ConfigError>([&] { config::load({d / "c.toml"}, {"prep.frames=x"}); }, {"--set prep.frames=x", "expected integer"});
+  test::write_text(d / "c.toml", "[run]\nseed = 1\n\n[demo]\nframes = \"eight\"\n");
+  expect_error<ConfigError>([&] { config::load({d / "c.toml"}, {}); }, {"c.toml:5:", "demo.frames", "expected integer, got string"});
+  expect_error<ConfigError>([&] { config::load({d / "c.toml"}, {"demo.frames=x"}); }, {"--set demo.frames=x", "expected integer"});
+  expect_error<ConfigError>([&] { config::load({}, {"demo.flag=1"}); }, {"demo.flag", "expected boolean"});
+  expect_error<ConfigError>([&] { config::load({}, {"demo.broken=[1]"}); }, {"demo.broken", "array of strings"});
 }
 
 TEST(Config, SyntaxErrorAndMissingFile) {
@@ -42,26 +97,39 @@ TEST(Config, SyntaxErrorAndMissingFile) {
   expect_error<ConfigError>([&] { config::load({}, {"novalue"}); }, {"expected key=value"});
 }
 
-TEST(Config, CrossFieldRulesExplainNumbers) {
-  expect_error<ConfigError>([&] { config::load({}, {"prep.frames=16", "prep.stride=8"}); },
-                            {"(16-1)*8+1 = 121", "synth.frames = 24"});
-  expect_error<ConfigError>([&] { config::load({}, {"prep.resolution=30"}); }, {"prep.resolution = 30", "factor = 4", "remainder 2"});
-  expect_error<ConfigError>([&] { config::load({}, {"prep.crop=\"zoom\""}); }, {"prep.crop", "center, random_resized"});
-  expect_error<ConfigError>([&] { config::load({}, {"synth.broken=[\"nope\"]"}); }, {"synth.broken", "corrupt_mp4"});
-  // The synth-length rule does not apply to external shards.
-  EXPECT_NO_THROW(config::load({}, {"prep.frames=16", "prep.stride=8", "prep.videos=/data/shards"}));
+TEST(Config, RulesOfCoreAndSectionsExplainNumbers) {
+  expect_error<ConfigError>([&] { config::load({}, {"demo.frames=16", "demo.stride=8"}); }, {"= 128", "exceeds 24"});
+  expect_error<ConfigError>([&] { config::load({}, {"demo.crop=\"zoom\""}); }, {"demo.crop", "center, random_resized"});
+  expect_error<ConfigError>([&] { config::load({}, {"demo.frames=0"}); }, {"demo.frames = 0", "> 0"});
+  expect_error<ConfigError>([&] { config::load({}, {"run.log_level=\"loud\""}); }, {"run.log_level", "debug"});
+  expect_error<ConfigError>([&] { config::load({}, {"models.text_encoder.max_length=1"}); }, {"max_length = 1"});
+  expect_error<ConfigError>([&] { config::load({}, {"models.autoencoder.kind=\"autoencoder_kl\""}); },
+                            {"models.autoencoder.path: required"});
 }
 
 TEST(Config, TomlRoundTripAndHashes) {
   auto d = test::scratch();
-  auto c = config::load({}, {"synth.broken=[\"short_clip\"]", "synth.blur=2"});
+  auto c = config::load({}, {"demo.broken=[\"short_clip\"]", "demo.blur=2"});
   test::write_text(d / "resolved.toml", c.to_toml());
   auto c2 = config::load({d / "resolved.toml"}, {});
   EXPECT_EQ(c.to_json(), c2.to_json());
   EXPECT_EQ(c.hash(), c2.hash());
-  auto c3 = config::load({}, {"synth.blur=3"});
+  auto c3 = config::load({}, {"demo.blur=3"});
   EXPECT_NE(c.hash(), c3.hash());
-  EXPECT_EQ(c.hash({"prep"}), c3.hash({"prep"}));  // a synth change leaves prep's hash alone
+  EXPECT_EQ(c.hash({"models"}), c3.hash({"models"}));  // a demo change leaves the models' hash alone
+  EXPECT_NE(c.hash({"demo"}), c3.hash({"demo"}));
+}
+
+TEST(Config, HashOfUnknownKeyIsAnError) {
+  auto c = config::load({}, {});
+  EXPECT_NO_THROW(c.hash({"run.seed", "models", "models.autoencoder.kind"}));
+  EXPECT_NE(c.hash({"run.seed"}), c.hash({"run.threads"}));
+  // A misspelt key must not hash as null (it would stop guarding the outputs): it is named.
+  expect_error<ConfigError>([&] { c.hash({"run.seed", "run.sed"}); },
+                            {"unknown configuration key \"run.sed\"", "did you mean \"run.seed\""});
+  expect_error<ConfigError>([&] { c.hash({"nosection"}); }, {"\"nosection\""});
+  expect_error<ConfigError>([&] { c.hash({"run.seed.x"}); }, {"\"run.seed.x\""});  // below a leaf
+  expect_error<ConfigError>([&] { c.hash({""}); }, {"unknown configuration key \"\""});
 }
 
 TEST(Config, EditDistance) {

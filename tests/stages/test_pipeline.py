@@ -5,6 +5,7 @@ planted broken inputs, killed and re-run stages. Run by ctest (stages.pipeline).
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,8 +43,23 @@ def mcm(args, run_dir, sets=(), np_=1, check=True):
 
 
 def manifest(run_dir):
+    """manifest.json with the output journals of open (running, killed) records folded in, as
+    mcm reads it: see Note [manifest journals] in src/core/manifest.hpp. Journals first."""
+    jdir = os.path.join(run_dir, "manifest.d")
+    journals = {}
+    for name in sorted(os.listdir(jdir)) if os.path.isdir(jdir) else []:
+        m = re.fullmatch(r"(.+)\.rank(\d+)\.jsonl", name)
+        if m:
+            with open(os.path.join(jdir, name), "rb") as f:
+                lines = f.read().split(b"\n")[:-1]  # the last piece is empty or a torn write
+            journals.setdefault(m[1], []).append((int(m[2]), [json.loads(l)["entry"] for l in lines]))
     with open(os.path.join(run_dir, "manifest.json")) as f:
-        return json.load(f)
+        doc = json.load(f)
+    for r in doc["records"]:
+        if r.get("journals") != "merged":
+            for _, entries in sorted(journals.get(r["id"], []), key=lambda j: j[0]):
+                r["outputs"] += entries
+    return doc
 
 
 def latest(run_dir, stage):
@@ -166,6 +182,21 @@ class Pipeline(unittest.TestCase):
         self.assertRegex(p.stderr, r"skip \(bad_caption_utf8, rank \d\): 00000\.tar:000000001: caption is not valid UTF-8")
         self.assertRegex(p.stderr, r"truncated tar .*00003\.tar.*member \"000030011\.json\"")
         self.assertEqual(verify(d).returncode, 0)
+        # Every skipped sample is a line of its shard's skip log, which the manifest points to.
+        lines = []
+        for o in rec["outputs"]:
+            if o["path"].endswith(".h5"):
+                self.assertTrue(o["skip_log"].endswith(".skipped.jsonl"))
+                with open(os.path.join(d, o["skip_log"])) as f:
+                    lines += [json.loads(l) for l in f]
+        self.assertEqual(len(lines), 8)
+        by_reason = {}
+        for l in lines:
+            self.assertEqual(set(l), {"shard", "key", "reason", "detail"})
+            by_reason.setdefault(l["reason"], []).append(l)
+        self.assertEqual(by_reason["bad_caption_utf8"][0]["key"], "000000001")
+        self.assertTrue(by_reason["bad_caption_utf8"][0]["shard"].endswith("00000.tar"))
+        self.assertIn("000030011", by_reason["truncated_tar"][0]["detail"])
 
     def test_rerun_skips_complete_and_redoes_changed(self):
         d = self.run_dir("rerun")
@@ -186,7 +217,7 @@ class Pipeline(unittest.TestCase):
         mcm(["prep"], d, SMALL)
         rec = latest(d, "prep")
         redone = [o["path"] for o in rec["outputs"] if "reused_from" not in o]
-        self.assertEqual(redone, ["prep/video-00001.h5"])
+        self.assertEqual(redone, ["prep/video-00001.skipped.jsonl", "prep/video-00001.h5"])
         self.assertEqual({o["path"]: o["checksum"] for o in rec["outputs"]}, first)  # deterministic
         self.assertEqual(verify(d).returncode, 0)
         # A config change that alters prep's output redoes everything.
@@ -197,9 +228,10 @@ class Pipeline(unittest.TestCase):
         d = self.run_dir("killed")
         sets = ["synth.videos=96", "synth.video_shards=8", "synth.images=0", "prep.encode_images=false"]
         mcm(["synth"], d, sets)
-        # Die by SIGKILL right after the 3rd committed shard (fault injection in StageRun).
+        # Die by SIGKILL right after the 3rd committed shard (fault injection in StageRun; each
+        # shard records its skip log, then itself: 6 outputs).
         cmd = [MCM, "prep", "--config", TINY, "--set", f"run.dir={d}"] + sum([["--set", s] for s in sets], [])
-        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MCM_FAULT_KILL_AFTER_OUTPUTS="3"))
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MCM_FAULT_KILL_AFTER_OUTPUTS="6"))
         self.assertEqual(p.returncode, -signal.SIGKILL)
         rec = latest(d, "prep")
         recorded = {o["path"] for o in rec["outputs"]}
@@ -212,8 +244,8 @@ class Pipeline(unittest.TestCase):
         rec = latest(d, "prep")
         self.assertEqual(rec["status"], "complete")
         self.assertEqual(rec["counts"]["clips_written"], 96)
-        self.assertEqual(len(recorded), 3)
-        self.assertEqual(sum("reused_from" in o for o in rec["outputs"]), 3)
+        self.assertEqual(len(recorded), 6)
+        self.assertEqual(sum("reused_from" in o for o in rec["outputs"]), 6)
         self.assertEqual(verify(d).returncode, 0)
 
     def test_unreadable_shard_fails_the_stage_but_keeps_the_rest(self):
@@ -228,11 +260,79 @@ class Pipeline(unittest.TestCase):
         rec = latest(d, "prep")
         self.assertEqual(rec["status"], "failed")
         self.assertTrue(any("00009.tar" in e for e in rec["errors"]))
-        self.assertEqual(len(rec["outputs"]), 6)  # 4 video + 2 image shards finished and recorded
+        # 4 video + 2 image shards finished and recorded, each with its skip log
+        self.assertEqual(len([o for o in rec["outputs"] if o["path"].endswith(".h5")]), 6)
+        self.assertEqual(len(rec["outputs"]), 12)
         os.remove(os.path.join(d, "data", "videos", "00009.tar"))
         mcm(["prep"], d, SMALL)
         self.assertEqual(latest(d, "prep")["status"], "complete")
         self.assertEqual(verify(d).returncode, 0)
+
+    def test_outputs_named_after_inputs_and_independent_of_workers(self):
+        d, e = self.run_dir("names"), self.run_dir("names-workers")
+        mcm(["synth"], d, SMALL)
+        vids = os.path.join(d, "data", "videos")
+        os.rename(os.path.join(vids, "00001.tar"), os.path.join(vids, "webvid-b.tar"))
+        mcm(["prep"], d, SMALL + ["prep.decode_workers=1", "prep.batch_clips=3"])
+        names = sorted(n for n in os.listdir(os.path.join(d, "prep")) if n.startswith("video-") and n.endswith(".h5"))
+        self.assertEqual(names, ["video-00000.h5", "video-00002.h5", "video-00003.h5", "video-webvid-b.h5"])
+        # Removing an input shard keeps every other output valid: all are reused.
+        os.remove(os.path.join(vids, "00000.tar"))
+        mcm(["prep"], d, SMALL + ["prep.decode_workers=1", "prep.batch_clips=3"])
+        self.assertTrue(all("reused_from" in o for o in latest(d, "prep")["outputs"]))
+        # Any number of decode workers writes the same bytes.
+        mcm(["prep"], e, SMALL + ["prep.decode_workers=4", "prep.batch_clips=3", f"prep.videos={vids}",
+                                  f"prep.images={d}/data/images", f"models.text_encoder.vocab=\"{d}/data/vocab.txt\""])
+        for name in names[1:]:
+            with open(os.path.join(d, "prep", name), "rb") as x, open(os.path.join(e, "prep", name), "rb") as y:
+                self.assertEqual(x.read(), y.read(), name)
+
+    def test_clips_per_video_stores_k_windows(self):
+        d = self.run_dir("windows")
+        mcm(["synth"], d, SMALL)
+        mcm(["prep"], d, SMALL + ["prep.clips_per_video=3", "prep.crop=\"random_resized\"", "prep.stride=1"])
+        rec = latest(d, "prep")
+        self.assertEqual(rec["counts"]["clips_written"], 48)
+        self.assertEqual(rec["counts"]["videos_written"], 16)
+        with h5py.File(os.path.join(d, "prep", "video-00000.h5"), "r") as f:
+            self.assertEqual(f.attrs["clips_per_video"], 3)
+            keys = f["key"].asstr()[:]
+            self.assertEqual(list(keys[:3]), [keys[0]] * 3)  # a video's windows are consecutive rows
+            starts = {int(f["frame_indices"][i][0]) for i in range(len(keys))}
+            self.assertGreater(len(starts), 3)  # random starts in [0, 24 - 8*1]
+            self.assertLessEqual(max(starts), 24 - 8)
+
+    def test_unsafe_keys_and_accepted_failed_shards(self):
+        d = self.run_dir("hostile")
+        mcm(["synth"], d, SMALL)
+        vids = os.path.join(d, "data", "videos")
+        with tarfile.open(os.path.join(vids, "00000.tar")) as t:
+            mp4 = t.extractfile("000000000.mp4").read()
+        with tarfile.open(os.path.join(vids, "00004.tar"), "w", format=tarfile.PAX_FORMAT) as t:
+            for key in ("../escape", "ok\x01ctrl", "fine"):
+                for ext, data in (("mp4", mp4), ("txt", b"a red circle moves left")):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+        with open(os.path.join(vids, "00005.tar"), "wb") as f:
+            f.write(b"not a tar" * 100)
+        p = mcm(["prep"], d, SMALL + ["prep.max_failed_shards=1"], np_=2)
+        rec = latest(d, "prep")
+        self.assertEqual(rec["status"], "complete")
+        self.assertEqual(len(rec["failed_shards"]), 1)
+        self.assertIn("00005.tar", rec["failed_shards"][0])
+        self.assertIn("accepted by prep.max_failed_shards = 1", p.stderr)
+        self.assertEqual(rec["counts"]["skipped"].get("unsafe_path"), 2)
+        with open(os.path.join(d, "prep", "video-00004.skipped.jsonl")) as f:
+            lines = [json.loads(l) for l in f]
+        self.assertEqual([l["key"] for l in lines], ["../escape", "ok\x01ctrl"])
+        self.assertIn("fine", clips(d))
+        # One more unreadable shard than accepted fails the stage.
+        with open(os.path.join(vids, "00006.tar"), "wb") as f:
+            f.write(b"not a tar either" * 100)
+        p = mcm(["prep"], d, SMALL + ["prep.max_failed_shards=1"], check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(latest(d, "prep")["status"], "failed")
 
     def test_real_video2dataset_shard(self):
         d = self.run_dir("real")
@@ -243,7 +343,7 @@ class Pipeline(unittest.TestCase):
         rec = latest(d, "prep")
         self.assertEqual(rec["counts"]["clips_written"], 3)
         self.assertEqual(rec["counts"]["skipped"], {"too_short": 3})
-        self.assertIn("1 frames, the window needs 121", p.stderr)
+        self.assertIn("1 frames, the window needs 128", p.stderr)
         got = clips(d)
         self.assertEqual(sorted(got), ["0000008_00001", "0000030_00005", "0000038_00003"])
         # No "caption" in this sample's .json, so the .txt caption is used (trailing space trimmed).
