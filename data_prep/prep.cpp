@@ -35,8 +35,8 @@ std::vector<stdfs::path> list_shards(const stdfs::path& where, bool required) {
     return out;
   }
   if (stdfs::is_regular_file(where)) return {where};
-  for (auto& e : stdfs::directory_iterator(where))
-    if (e.is_regular_file() && e.path().extension() == ".tar") out.push_back(e.path());
+  for (auto& name : fs::list_dir(where))
+    if (stdfs::path p = where / name; p.extension() == ".tar" && stdfs::is_regular_file(p)) out.push_back(p);
   std::sort(out.begin(), out.end());
   require<IoError>(!required || !out.empty(), "prep: no *.tar shards in ", where);
   return out;
@@ -57,7 +57,7 @@ std::vector<stdfs::path> shared_list(const dist::DistContext& ctx, const stdfs::
     try {
       for (auto& p : list_shards(where, required)) msg += p.string() + '\n';
       msg = "ok\n" + msg;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // filesystem errors too: every rank must learn of it
       msg = cat("error\n", e.what());
     }
   }
@@ -67,6 +67,12 @@ std::vector<stdfs::path> shared_list(const dist::DistContext& ctx, const stdfs::
   std::istringstream in(msg.substr(3));
   for (std::string line; std::getline(in, line);) if (!line.empty()) out.emplace_back(line);
   return out;
+}
+
+// An exception's message for logs and the manifest, without a c10::Error's C++ backtrace.
+std::string c10_message(const std::exception& e) {
+  if (auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
 }
 
 // prep/<kind>-<stem>.h5 and its skip log; two inputs with one stem would overwrite each other.
@@ -139,7 +145,7 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
   MetricsWriter metrics(out_dir / cat("metrics-rank", ctx.rank(), ".jsonl"));
   Progress progress(cat("prep (rank ", ctx.rank(), ")"), mine, "shards", ctx.is_root());
   SkipLog::LogBudget budget;
-  std::vector<std::string> failed;  // "shard: why"
+  std::vector<std::string> failed, unreadable;  // "shard: why"
   for (size_t j = 0; j < jobs.size(); ++j) {
     if (static_cast<int>(j % ctx.world_size()) != ctx.rank()) continue;
     const ShardJob& job = jobs[j];
@@ -165,9 +171,12 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
         log::debug("prep: wrote ", job.output.string(), " ", r.dump());
       }
     } catch (const std::exception& e) {
-      // The whole shard is unusable (not a tar, unreadable, write failure): fail it, go on.
-      log::error("prep: shard ", job.input.string(), " (rank ", ctx.rank(), "): ", e.what());
-      failed.push_back(cat("shard ", job.input.string(), ": ", e.what()));
+      // The shard is lost (not a tar, unreadable, write failure, out of memory): fail it, go on.
+      // Only an input that cannot be read counts towards prep.max_failed_shards; anything else
+      // (our output, the device, a bug) fails the stage whatever the limit.
+      const std::string why = c10_message(e);
+      log::error("prep: shard ", job.input.string(), " (rank ", ctx.rank(), "): ", why);
+      (dynamic_cast<const UnreadableShard*>(&e) ? unreadable : failed).push_back(cat("shard ", job.input.string(), ": ", why));
     }
     progress.add();
   }
@@ -175,19 +184,18 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
 
   // prep.max_failed_shards: a user may accept a stated number of unreadable shards; they are
   // named in the record either way, and more than that fails the stage.
-  std::string joined;
-  for (auto& f : failed) joined += f + '\n';
-  json all_failed = json::array();
-  for (auto& part : ctx.allgather(joined)) {
-    std::istringstream in(part);
-    for (std::string line; std::getline(in, line);) all_failed.push_back(line);
-  }
-  const bool accepted = !all_failed.empty() && static_cast<int64_t>(all_failed.size()) <= p.max_failed_shards;
-  bool ok = stage.finish(accepted ? std::vector<std::string>{} : failed);
+  json all_unreadable = json::array();
+  for (auto& part : ctx.allgather(json(unreadable).dump()))
+    for (auto& f : json::parse(part)) all_unreadable.push_back(f);
+  const bool accepted = static_cast<int64_t>(all_unreadable.size()) <= p.max_failed_shards;
+  if (!accepted) failed.insert(failed.end(), unreadable.begin(), unreadable.end());
+  json fields = all_unreadable.empty()
+                    ? json::object()
+                    : json{{"failed_shards", all_unreadable}, {"max_failed_shards", p.max_failed_shards}};
+  bool ok = stage.finish(failed, fields);
   if (ctx.is_root()) {
-    if (!all_failed.empty())
-      stage.manifest().patch_record(stage.id(), {{"failed_shards", all_failed}, {"max_failed_shards", p.max_failed_shards}});
-    if (accepted)
+    const json& all_failed = all_unreadable;
+    if (accepted && !all_failed.empty())
       log::warn("prep: ", all_failed.size(), " unreadable shard(s) accepted by prep.max_failed_shards = ", p.max_failed_shards,
                 "; named in the manifest under \"failed_shards\"");
     auto doc = stage.manifest().read();

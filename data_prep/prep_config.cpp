@@ -45,7 +45,8 @@ void PrepSection::validate(const config::Config& cfg) const {
   require<ConfigError>(image_crop_scale_min > 0 && image_crop_scale_min <= 1, "prep.image_crop_scale_min = ",
                        image_crop_scale_min, ": must be in (0, 1]");
   require<ConfigError>(min_frames >= 0, "prep.min_frames = ", min_frames, ": must be >= 0 (0 = frames x stride)");
-  require<ConfigError>(decode_workers >= 0, "prep.decode_workers = ", decode_workers, ": must be >= 0 (0 = run.threads)");
+  require<ConfigError>(decode_workers >= 0 && decode_workers <= 1024, "prep.decode_workers = ", decode_workers,
+                       ": must be in 0..1024 (0 = run.threads)");
   require<ConfigError>(max_failed_shards >= 0, "prep.max_failed_shards = ", max_failed_shards, ": must be >= 0");
   const int64_t window = frames * stride, need = std::max(window, min_frames);
   // Only when prep reads synth's own shards; real shards have their own lengths.

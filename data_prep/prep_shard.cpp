@@ -46,25 +46,26 @@ struct Work {
 
 /// Seed of window k of a sample (start frame and crop) or of its posterior noise: one stream
 /// of the run's scheme (Note [rng streams]) per (sample key, window, purpose).
-uint64_t window_seed(int64_t run_seed, const std::string& key, int64_t k, const char* purpose = "window") {
-  return rng::seed64(rng::key(static_cast<uint64_t>(run_seed), "prep", rng::index_of(key), cat(purpose, " ", k)));
+/// Videos and images are separate streams: both kinds of shard often number keys from 000000000.
+uint64_t window_seed(int64_t run_seed, bool video, const std::string& key, int64_t k, const char* purpose) {
+  return rng::seed64(rng::key(static_cast<uint64_t>(run_seed), "prep", rng::index_of(key),
+                              cat(video ? "video " : "image ", purpose, " ", k)));
 }
 
 class Pipeline {
  public:
   Pipeline(const config::Config& cfg, const ShardJob& job, int workers)
       : cfg_(cfg), job_(job), capacity_(std::max<int64_t>(4, 2 * (workers + cfg.section<PrepSection>().batch_clips))) {
-    threads_.emplace_back([this] { read_loop(); });
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { decode_loop(); });
-  }
-  ~Pipeline() {
-    {
-      std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+    require<ConfigError>(workers >= 1, "prep: ", workers, " decode workers (need at least one)");
+    try {
+      threads_.emplace_back([this] { read_loop(); });
+      for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { decode_loop(); });
+    } catch (...) {  // e.g. EAGAIN under a process limit: stop and join the threads already running
+      shutdown();
+      throw;
     }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
   }
+  ~Pipeline() { shutdown(); }
 
   /// The next result in tar order; nullopt at the end. Rethrows a reader or worker failure.
   std::optional<Decoded> next() {
@@ -84,6 +85,16 @@ class Pipeline {
   double decode_seconds() const { return decode_seconds_; }
 
  private:
+  void shutdown() noexcept {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
   void fail(std::exception_ptr e) {
     std::lock_guard<std::mutex> lk(m_);
     if (!error_) error_ = e;
@@ -113,6 +124,8 @@ class Pipeline {
       tar_error_ = reader.error();
       reader_done_ = true;
       cv_.notify_all();
+    } catch (const Error& e) {  // the shard itself cannot be read (not a tar, I/O error)
+      fail(std::make_exception_ptr(UnreadableShard(e.what())));
     } catch (...) {
       fail(std::current_exception());
     }
@@ -130,7 +143,12 @@ class Pipeline {
           queue_.pop_front();
         }
         auto t0 = Clock::now();
-        Decoded d = decode(w.item);
+        Decoded d;
+        try {
+          d = decode(w.item);
+        } catch (const std::exception& e) {  // not a sample fault (those are skips): name the sample
+          throw IoError(cat("decode ", job_.input.filename().string(), ":", w.item.key, ": ", e.what()));
+        }
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         std::lock_guard<std::mutex> lk(m_);
         decode_seconds_ += secs;
@@ -156,7 +174,7 @@ class Pipeline {
       o.width = o.height = static_cast<int>(p.resolution);
       o.crop = p.crop == "center" ? io::CropMode::center : io::CropMode::random_resized;
       o.scale_min = job_.video ? p.crop_scale_min : p.image_crop_scale_min;
-      o.seed = window_seed(cfg_.run.seed, item.key, k);
+      o.seed = window_seed(cfg_.run.seed, job_.video, item.key, k, "window");
       o.start = job_.video ? -1 : 0;
       o.threads = 1;
       try {
@@ -218,16 +236,17 @@ class Batch {
       for (size_t k = 0; k < d.clips.size(); ++k) {
         auto& c = d.clips[k];
         pixels.push_back(torch::from_blob(c.rgb.data(), {c.frames, c.height, c.width, 3}, torch::kUInt8));
-        uint64_t s = window_seed(cfg_.run.seed, d.key, static_cast<int64_t>(k), "posterior");
+        uint64_t s = window_seed(cfg_.run.seed, job_.video, d.key, static_cast<int64_t>(k), "posterior");
         for (int f = 0; f < c.frames; ++f) seeds.push_back(s + static_cast<uint64_t>(f));
       }
     }
-    auto x = torch::cat(pixels).permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0);
+    auto frames = torch::cat(pixels);  // uint8 [F, H, W, 3]; float only per encoder call (bounds memory)
     std::vector<torch::Tensor> parts;
     const int64_t step = cfg_.section<PrepSection>().encode_batch;
-    for (int64_t i = 0; i < x.size(0); i += step) {
-      int64_t end = std::min<int64_t>(x.size(0), i + step);
-      parts.push_back(enc_.ae->encode_frames(x.slice(0, i, end), std::vector<uint64_t>(seeds.begin() + i, seeds.begin() + end)));
+    for (int64_t i = 0; i < frames.size(0); i += step) {
+      int64_t end = std::min<int64_t>(frames.size(0), i + step);
+      auto x = frames.slice(0, i, end).permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1.0);
+      parts.push_back(enc_.ae->encode_frames(x, std::vector<uint64_t>(seeds.begin() + i, seeds.begin() + end)));
     }
     auto z = torch::cat(parts);                // [frames, C, h, w]
     auto text = enc_.text->encode(captions);  // [videos, L, D]

@@ -9,10 +9,17 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.hpp"
+#include "core/error.hpp"
 #include "data_prep/prep_sample.hpp"
 #include "models/encoders.hpp"
 
 namespace mcm::stages {
+
+/// The input shard cannot be read at all (not a tar, unreadable file). Only these count towards
+/// prep.max_failed_shards; a failure on our side (output, device, memory) never does.
+class UnreadableShard : public DataError {
+  using DataError::DataError;
+};
 
 struct PrepEncoders {
   std::unique_ptr<models::FrameAutoencoder> ae;

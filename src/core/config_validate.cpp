@@ -21,7 +21,8 @@ void require_one_of(const std::string& v, const std::string& key, const std::vec
 
 void validate(const Config& c) {
   require<ConfigError>(!c.run.dir.empty(), "run.dir: must not be empty");
-  require<ConfigError>(c.run.threads >= 0, "run.threads = ", c.run.threads, ": must be >= 0 (0 = automatic)");
+  require<ConfigError>(c.run.threads >= 0 && c.run.threads <= 1024, "run.threads = ", c.run.threads,
+                       ": must be in 0..1024 (0 = automatic)");
   require_one_of(c.run.log_level, "run.log_level", {"debug", "error", "info", "warn"});
 
   const auto& ae = c.models.autoencoder;

@@ -155,14 +155,23 @@ Journal::Journal(const stdfs::path& run_dir, const std::string& record_id, int r
     : path_(journal_path(run_dir, record_id, rank)) {}
 
 void Journal::append(const json& entry) {
-  if (!file_.is_open()) {
-    stdfs::path dir = path_.parent_path();
-    bool existed = stdfs::is_directory(dir);
-    fs::make_dirs(dir);
-    if (!existed) fs::fsync_dir(dir.parent_path());
-    file_ = fs::AppendFile(path_);
+  require<IoError>(!broken_, "manifest journal ", path_, ": an earlier append failed, so nothing more is recorded "
+                   "in it (the stage fails; the next run redoes what is not recorded)");
+  const std::string line = journal_line(entry);
+  try {
+    if (!file_.is_open()) {
+      stdfs::path dir = path_.parent_path();
+      bool existed = stdfs::is_directory(dir);
+      fs::make_dirs(dir);
+      if (!existed) fs::fsync_dir(dir.parent_path());
+      file_ = fs::AppendFile(path_);
+    }
+    file_.append(line);
+  } catch (...) {
+    broken_ = true;
+    throw;
   }
-  file_.append(journal_line(entry));
+  ++appended_;
 }
 
 // ---- the document ----
@@ -221,15 +230,22 @@ const json* find_record(const json& doc, const std::string& id) {
 
 std::string Manifest::begin_record(const std::string& stage, json header) {
   std::random_device rd;
-  char suffix[16];
-  std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffff);
-  std::string id = cat(stage, "-", now_iso(), "-", suffix);
-  header["id"] = id;
+  std::string id;
   header["stage"] = stage;
   header["status"] = "running";
   header["started"] = now_iso();
   if (!header.contains("outputs")) header["outputs"] = json::array();
-  update([&](json& doc) { doc["records"].push_back(header); });
+  update([&](json& doc) {
+    // Under the lock: an id is never reused, even by array tasks started in the same second
+    // (they would share journal files).
+    do {
+      char suffix[24];
+      std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
+      id = cat(stage, "-", now_iso(), "-", suffix);
+    } while (find_record(doc, id) != nullptr);
+    header["id"] = id;
+    doc["records"].push_back(header);
+  });
   // The journals' folder exists (durably) before any rank learns the id.
   if (!stdfs::is_directory(journal_dir())) {
     fs::make_dirs(journal_dir());
@@ -250,7 +266,8 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
   });
 }
 
-void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f) {
+void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f,
+                            const std::vector<int64_t>& expected) {
   fs::make_dirs(dir_);
   fs::FileLock lock(dir_ / "manifest.json.lock");
   json doc = read_stored();
@@ -258,8 +275,19 @@ void Manifest::close_record(const std::string& record_id, const std::function<vo
   require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
   auto journals = list_journals(journal_dir());
   if (!merged(*r)) {
-    for (auto& j : journals)
-      if (j.id == record_id) append_outputs(*r, std::move(read_journal(j.path).entries));
+    if (!expected.empty()) {
+      // By name, rank by rank: every rank's entries or an error, never a silent gap.
+      for (int rank = 0; rank < static_cast<int>(expected.size()); ++rank) {
+        auto entries = read_journal(journal_path(dir_, record_id, rank)).entries;
+        require<DataError>(static_cast<int64_t>(entries.size()) >= expected[static_cast<size_t>(rank)], "manifest ",
+                           path(), ": journal of rank ", rank, " for record ", record_id, " holds ", entries.size(),
+                           " entries, the rank appended ", expected[static_cast<size_t>(rank)]);
+        append_outputs(*r, std::move(entries));
+      }
+    } else {
+      for (auto& j : journals)
+        if (j.id == record_id) append_outputs(*r, std::move(read_journal(j.path).entries));
+    }
     (*r)["journals"] = "merged";
   }
   f(*r);

@@ -62,14 +62,20 @@ class Journal {
  public:
   Journal(const stdfs::path& run_dir, const std::string& record_id, int rank);
   /// Appends one output entry durably: one write and one fdatasync, whatever the journal's length.
+  /// After a failed append (a line may be half-written) every later append throws IoError: a
+  /// valid line behind a torn one would make the journal unreadable.
   void append(const json& entry);
   /// Closes the file (a later append reopens it); StageRun::finish closes before its barrier.
   void close() noexcept { file_.close(); }
   const stdfs::path& path() const { return path_; }
+  /// Entries appended through this object.
+  int64_t appended() const { return appended_; }
 
  private:
   stdfs::path path_;
   fs::AppendFile file_;
+  int64_t appended_ = 0;
+  bool broken_ = false;
 };
 
 /// Path of the journal of (record, rank).
@@ -115,7 +121,10 @@ class Manifest {
   /// Closes a record: under the lock, folds its journals into its outputs (once), applies f to
   /// the record, writes manifest.json atomically, then deletes the merged journals (and any
   /// left over from closed records). Call after every writer's last append. Idempotent.
-  void close_record(const std::string& record_id, const std::function<void(json& record)>& f);
+  /// `expected[r]` is the number of entries rank r appended: the journals are opened by name
+  /// (a directory listing can be stale on NFS) and a shortfall is a DataError naming the rank.
+  void close_record(const std::string& record_id, const std::function<void(json& record)>& f,
+                    const std::vector<int64_t>& expected = {});
 
  private:
   stdfs::path dir_;

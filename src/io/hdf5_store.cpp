@@ -1,6 +1,8 @@
 // HDF5 latent shard writer and reader (serial HDF5, one file per input shard).
 #include "io/hdf5_store.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <mutex>
 
@@ -119,7 +121,7 @@ LatentShardWriter::LatentShardWriter(std::filesystem::path path, LatentShardSpec
     : path_(std::move(path)), spec_(std::move(spec)) {
   silence_hdf5();
   tmp_ = path_;
-  tmp_ += ".tmp";
+  tmp_ += cat(".", ::getpid(), ".tmp");  // two processes writing one shard never share a temporary
   std::string where = tmp_.string();
   file_ = H5Id(h5_check(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), cat("create ", where)));
   try {  // the destructor does not run for a throwing constructor: clean up the .tmp here

@@ -1,6 +1,8 @@
 // AutoencoderKL with diffusers' structure, names and forward (vae.py / autoencoder_kl.py).
 #include "models/autoencoder_kl.hpp"
 
+#include "core/rng.hpp"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "core/checksum.hpp"
@@ -239,14 +241,15 @@ torch::Tensor VaeFrameAutoencoder::encode_frames(const torch::Tensor& frames, co
     auto [mean, logvar] = vae_->encode_moments(x);
     torch::Tensor z = mean;
     if (mode_ == Mode::Sample) {
-      // Each frame's noise from a CPU generator seeded by the caller (prep: the clip key and
-      // frame), so latents do not depend on the device, the rank, the batch or the order.
-      std::vector<torch::Tensor> eps;
-      for (int64_t i = 0; i < mean.size(0); ++i) {
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(frame_seeds[static_cast<size_t>(s + i)]);
-        eps.push_back(at::randn(mean.sizes().slice(1), gen, torch::TensorOptions().dtype(torch::kFloat32)));
-      }
-      z = mean + torch::exp(0.5 * logvar) * torch::stack(eps).to(device, mean.scalar_type());
+      // Each frame's noise from its own stream of the RNG scheme, keyed by the caller's 64-bit
+      // seed (prep: sample key, window, frame), drawn on the CPU: latents do not depend on the
+      // device, the rank, the batch or the order (torch's CPU generator keeps only 32 seed bits).
+      auto eps = torch::empty(mean.sizes(), torch::kFloat32);
+      const int64_t per_frame = eps.numel() / std::max<int64_t>(1, eps.size(0));
+      for (int64_t i = 0; i < mean.size(0); ++i)
+        rng::fill_normal(rng::key(frame_seeds[static_cast<size_t>(s + i)], "vae_posterior", 0),
+                         0, eps[i].data_ptr<float>(), static_cast<size_t>(per_frame));
+      z = mean + torch::exp(0.5 * logvar) * eps.to(device, mean.scalar_type());
     }
     if (c.shift_factor) z = z - *c.shift_factor;
     out.push_back((z * c.scaling_factor).to(torch::kFloat32).cpu());

@@ -98,7 +98,11 @@ std::optional<json> StageRun::reusable(const std::filesystem::path& output, cons
   std::error_code ec;
   auto bytes = std::filesystem::file_size(output, ec);
   if (ec || bytes != e.value("bytes", uint64_t{0})) return std::nullopt;
-  if (checksum::of_file(output) != e.value("checksum", "")) return std::nullopt;
+  try {
+    if (checksum::of_file(output) != e.value("checksum", "")) return std::nullopt;
+  } catch (const IoError&) {
+    return std::nullopt;  // unreadable: redo it rather than fail the shard
+  }
   return e;
 }
 
@@ -117,15 +121,15 @@ json StageRun::record_output(const std::filesystem::path& output, json extra) {
 
 void StageRun::record_reused(const json& entry) { journal_->append(entry); }
 
-bool StageRun::finish(const std::vector<std::string>& my_errors) {
-  std::string joined;
-  for (auto& e : my_errors) joined += e + '\n';
-  auto all = ctx_.allgather(joined);
+bool StageRun::finish(const std::vector<std::string>& my_errors, const json& record_fields) {
+  // Errors travel as JSON arrays: a message may span lines (a c10::Error's backtrace).
+  auto all = ctx_.allgather(json{{"errors", my_errors}, {"appended", journal_->appended()}}.dump());
   json errors = json::array();
+  std::vector<int64_t> appended;
   for (int r = 0; r < static_cast<int>(all.size()); ++r) {
-    size_t start = 0;
-    for (size_t nl; (nl = all[r].find('\n', start)) != std::string::npos; start = nl + 1)
-      errors.push_back(cat("rank ", r, ": ", all[r].substr(start, nl - start)));
+    json part = json::parse(all[static_cast<size_t>(r)]);
+    for (auto& e : part["errors"]) errors.push_back(cat("rank ", r, ": ", e.get<std::string>()));
+    appended.push_back(part["appended"].get<int64_t>());
   }
   // Every rank's entries are durable in its journal (each append is fdatasync'd) and its file is
   // closed (close-to-open consistency on NFS) before rank 0 merges and totals them.
@@ -145,7 +149,8 @@ bool StageRun::finish(const std::vector<std::string>& my_errors) {
       if (errors.empty()) rec.erase("errors");
       else rec["errors"] = errors;
       if (!rec.contains("ended")) rec["ended"] = manifest::now_iso();
-    });
+      rec.merge_patch(record_fields);
+    }, appended);
   }
   ctx_.barrier();
   return errors.empty();

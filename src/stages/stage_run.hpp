@@ -39,10 +39,11 @@ class StageRun {
   /// Records an entry returned by reusable() under this run (it names its producer in "reused_from").
   void record_reused(const manifest::json& entry);
 
-  /// Collective. Merges every rank's journal into the record, sums the "counts" of its output
-  /// entries, gathers errors from all ranks, sets status "complete" (no errors) or "failed".
-  /// Returns true if complete. Calling it again changes nothing but the status.
-  bool finish(const std::vector<std::string>& my_errors);
+  /// Collective. Merges every rank's journal into the record (each by name, its entry count
+  /// checked), sums the "counts" of its output entries, gathers errors from all ranks, sets status
+  /// "complete" (no errors) or "failed", and sets `record_fields` (root's) in the same atomic
+  /// write. Returns true if complete. Calling it again changes nothing but the status.
+  bool finish(const std::vector<std::string>& my_errors, const manifest::json& record_fields = manifest::json::object());
 
  private:
   std::string stage_;
