@@ -8,7 +8,7 @@ namespace mcm::stages {
 
 /// Writes the synthetic WebDataset shards (data/videos, data/images) and data/vocab.txt.
 int run_synth(const config::Config& cfg, const dist::DistContext& ctx);
-/// Turns tar shards into HDF5 latent shards (prep/video-%05d.h5, prep/image-%05d.h5).
+/// Turns tar shards into HDF5 latent shards (prep/video-<shard>.h5, prep/image-<shard>.h5) and skip logs.
 int run_prep(const config::Config& cfg, const dist::DistContext& ctx);
 
 }  // namespace mcm::stages
