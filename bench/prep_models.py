@@ -9,15 +9,17 @@ transformers themselves from random initialisation (nothing is downloaded):
 
 Usage: prep_models.py OUT   (kept if OUT/done.json says the same configuration)
 """
-import gzip
 import json
 import os
 import sys
 
 import torch
 from diffusers import AutoencoderKL
-from open_clip.tokenizer import SimpleTokenizer, default_bpe
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
+
+# CLIP's tokenizer from open_clip's BPE merges, as the tests build it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
+from make_tiny_pipeline import tokenizer  # noqa: E402
 
 VAE = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=512,
@@ -27,14 +29,6 @@ TEXT = dict(vocab_size=49408, hidden_size=256, intermediate_size=1024, num_hidde
             max_position_embeddings=77, hidden_act="quick_gelu", eos_token_id=49407, bos_token_id=49406,
             pad_token_id=49407)
 VERSION = 1
-
-
-def tokenizer():
-    oc = SimpleTokenizer(bpe_path=default_bpe())
-    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {rename.get(k, k): v for k, v in oc.encoder.items()}
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in lines], model_max_length=77)
 
 
 def main():

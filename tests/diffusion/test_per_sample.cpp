@@ -5,45 +5,19 @@
 #include "diffusion/samplers.hpp"
 #include "diffusion/solver.hpp"
 #include "io/safetensors.hpp"
-#include "../golden.hpp"
+#include "golden_file.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
 using namespace mcm::diffusion;
 
 namespace {
-torch::Tensor to_torch(const io::TensorView& v) {
-  torch::ScalarType dt;
-  switch (v.dtype) {
-    case io::DType::F64: dt = torch::kFloat64; break;
-    case io::DType::F32: dt = torch::kFloat32; break;
-    case io::DType::F16: dt = torch::kFloat16; break;
-    case io::DType::I64: dt = torch::kInt64; break;
-    default: throw std::runtime_error("golden tensor of an unexpected dtype");
-  }
-  return torch::from_blob(const_cast<uint8_t*>(v.data), v.shape, dt).clone();
-}
-
 double max_err(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
-class PerSample : public ::testing::Test {
- protected:
-  // The same golden file as test_samplers.cpp, made once per oracle version (tests/golden.hpp).
-  void SetUp() override {
-    if (file_) return;
-    const auto dir = test::golden_dir("tests/diffusion/make_golden.py", {"{out}/golden.safetensors"});
-    file_ = new io::SafetensorsFile(dir / "golden.safetensors");
-  }
-  static void TearDownTestSuite() {
-    delete file_;
-    file_ = nullptr;
-  }
-  static torch::Tensor get(const std::string& k) { return to_torch(file_->at(k)); }
-  static io::SafetensorsFile* file_;
-};
-io::SafetensorsFile* PerSample::file_ = nullptr;
+// The same golden file as test_samplers.cpp.
+using PerSample = test::DiffusionGolden;
 }  // namespace
 
 TEST_F(PerSample, AddNoiseMatchesDdpmSchedulerWithTimestepTensor) {

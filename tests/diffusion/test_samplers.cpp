@@ -6,36 +6,16 @@
 
 #include "diffusion/samplers.hpp"
 #include "io/safetensors.hpp"
-#include "../golden.hpp"
+#include "golden_file.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
 using namespace mcm::diffusion;
 
 namespace {
-torch::Tensor to_torch(const io::TensorView& v) {
-  auto dt = v.dtype == io::DType::F32 ? torch::kFloat32 : v.dtype == io::DType::I64 ? torch::kInt64 : torch::kFloat64;
-  return torch::from_blob(const_cast<uint8_t*>(v.data), v.shape, dt).clone();
-}
 std::vector<int64_t> to_vec(const torch::Tensor& t) { return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()); }
 
-class Golden : public ::testing::Test {
- protected:
-  // Made once per oracle version and shared by the test processes (tests/golden.hpp).
-  void SetUp() override {
-    if (file_) return;
-    const auto dir = test::golden_dir("tests/diffusion/make_golden.py", {"{out}/golden.safetensors"});
-    file_ = new io::SafetensorsFile(dir / "golden.safetensors");
-  }
-  static void TearDownTestSuite() {
-    delete file_;
-    file_ = nullptr;
-  }
-  static torch::Tensor get(const std::string& k) { return to_torch(file_->at(k)); }
-  static nlohmann::json cases() { return nlohmann::json::parse(file_->metadata().at("cases")); }
-  static io::SafetensorsFile* file_;
-};
-io::SafetensorsFile* Golden::file_ = nullptr;
+using Golden = test::DiffusionGolden;
 
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 }  // namespace

@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 CAPTIONS = ["a red circle moves left", "A small BLUE square, moving fast!", "héllo wörld — 日本 🎉"]
 
 
-def tokenizer(tmp):
+def tokenizer():
     oc = SimpleTokenizer(bpe_path=default_bpe())
     rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
     vocab = {rename.get(k, k): v for k, v in oc.encoder.items()}
@@ -48,7 +48,7 @@ def main():
         max_position_embeddings=77, eos_token_id=49407, bos_token_id=49406, pad_token_id=49407)), 3)
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                           set_alpha_to_one=False, steps_offset=1)
-    pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer(out), unet=unet, scheduler=sched)
+    pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer(), unet=unet, scheduler=sched)
     pipe.save_pretrained(out, safe_serialization=True)
     # transformers 5 writes tokenizer.json only; real SD/ModelScope folders carry vocab.json +
     # merges.txt as well, so write them too (from the same tokenizer.json).
