@@ -150,7 +150,12 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
     if (static_cast<int>(j % ctx.world_size()) != ctx.rank()) continue;
     const ShardJob& job = jobs[j];
     try {
-      json input = manifest::file_entry(run_dir, job.input);
+      json input;
+      try {
+        input = manifest::file_entry(run_dir, job.input);  // reads the whole input for its checksum
+      } catch (const Error& e) {
+        throw UnreadableShard(e.what());
+      }
       auto prev = stage.reusable(job.output, input["checksum"]);
       auto prev_log = stage.reusable(job.skip_log, input["checksum"]);
       if (prev && prev_log) {
@@ -194,9 +199,8 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
                     : json{{"failed_shards", all_unreadable}, {"max_failed_shards", p.max_failed_shards}};
   bool ok = stage.finish(failed, fields);
   if (ctx.is_root()) {
-    const json& all_failed = all_unreadable;
-    if (accepted && !all_failed.empty())
-      log::warn("prep: ", all_failed.size(), " unreadable shard(s) accepted by prep.max_failed_shards = ", p.max_failed_shards,
+    if (accepted && !all_unreadable.empty())
+      log::warn("prep: ", all_unreadable.size(), " unreadable shard(s) accepted by prep.max_failed_shards = ", p.max_failed_shards,
                 "; named in the manifest under \"failed_shards\"");
     auto doc = stage.manifest().read();
     auto rec = manifest::find_record(doc, stage.id());
