@@ -118,6 +118,18 @@ TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
   EXPECT_TRUE(torch::equal(s1, s2));
   EXPECT_FALSE(torch::equal(s1, s3));
   EXPECT_GT(max_err(s1, z), 0.0);
+  // Each frame's noise comes from its own seed only: a frame encoded alone or in another batch
+  // (prep batches frames of several clips) gets the same sample, up to the batch's rounding.
+  const auto x = g("vae/x");
+  std::vector<uint64_t> seeds;
+  for (int64_t i = 0; i < x.size(0); ++i) seeds.push_back(1000 + 7 * static_cast<uint64_t>(i));
+  auto batch = sampler.encode_frames(x, seeds);
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    auto alone = sampler.encode_frames(x.slice(0, i, i + 1), {seeds[static_cast<size_t>(i)]});
+    EXPECT_LE(max_err(alone, batch.slice(0, i, i + 1)), 1e-5) << "frame " << i;
+  }
+  auto reversed = std::vector<uint64_t>(seeds.rbegin(), seeds.rend());
+  EXPECT_GT(max_err(sampler.encode_frames(x, reversed), batch), 1e-3);
 }
 
 TEST_F(ModelGolden, ClipTextModelMatchesTransformers) {
