@@ -267,7 +267,7 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
 }
 
 void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f,
-                            const std::vector<int64_t>& expected) {
+                            const std::vector<int64_t>& appended) {
   fs::make_dirs(dir_);
   fs::FileLock lock(dir_ / "manifest.json.lock");
   json doc = read_stored();
@@ -275,18 +275,13 @@ void Manifest::close_record(const std::string& record_id, const std::function<vo
   require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
   auto journals = list_journals(journal_dir());
   if (!merged(*r)) {
-    if (!expected.empty()) {
-      // By name, rank by rank: every rank's entries or an error, never a silent gap.
-      for (int rank = 0; rank < static_cast<int>(expected.size()); ++rank) {
-        auto entries = read_journal(journal_path(dir_, record_id, rank)).entries;
-        require<DataError>(static_cast<int64_t>(entries.size()) >= expected[static_cast<size_t>(rank)], "manifest ",
-                           path(), ": journal of rank ", rank, " for record ", record_id, " holds ", entries.size(),
-                           " entries, the rank appended ", expected[static_cast<size_t>(rank)]);
-        append_outputs(*r, std::move(entries));
-      }
-    } else {
-      for (auto& j : journals)
-        if (j.id == record_id) append_outputs(*r, std::move(read_journal(j.path).entries));
+    // By name, rank by rank (a listing can be stale on NFS): every rank's entries or an error.
+    for (int rank = 0; rank < static_cast<int>(appended.size()); ++rank) {
+      auto entries = read_journal(journal_path(dir_, record_id, rank)).entries;
+      require<DataError>(static_cast<int64_t>(entries.size()) >= appended[static_cast<size_t>(rank)], "manifest ",
+                         path(), ": journal of rank ", rank, " for record ", record_id, " holds ", entries.size(),
+                         " entries, the rank appended ", appended[static_cast<size_t>(rank)]);
+      append_outputs(*r, std::move(entries));
     }
     (*r)["journals"] = "merged";
   }

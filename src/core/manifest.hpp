@@ -40,7 +40,8 @@ using json = nlohmann::json;
 // after (record closed, leftover journal lines ignored), never as a record without its outputs.
 //
 // close_record (under the lock, after every rank's last append: StageRun::finish closes the
-// journals and barriers first) folds the record's journals into manifest.json, marks the record
+// journals and barriers first) folds the record's journals into manifest.json (each rank's by
+// name, checked against the count of entries that rank appended), marks the record
 // "journals": "merged", writes it atomically, then deletes the journals. Journal lines of a
 // merged record are never folded again, so a crash between the rewrite and the deletes, or a
 // second close_record, adds nothing twice; leftovers are deleted by the next close_record.
@@ -121,10 +122,11 @@ class Manifest {
   /// Closes a record: under the lock, folds its journals into its outputs (once), applies f to
   /// the record, writes manifest.json atomically, then deletes the merged journals (and any
   /// left over from closed records). Call after every writer's last append. Idempotent.
-  /// `expected[r]` is the number of entries rank r appended: the journals are opened by name
-  /// (a directory listing can be stale on NFS) and a shortfall is a DataError naming the rank.
+  /// `appended[r]` is the number of entries rank r appended (ranks 0..size-1): each journal is
+  /// opened by name (a directory listing can be stale on NFS) and a shortfall is a DataError
+  /// naming the rank.
   void close_record(const std::string& record_id, const std::function<void(json& record)>& f,
-                    const std::vector<int64_t>& expected = {});
+                    const std::vector<int64_t>& appended);
 
  private:
   stdfs::path dir_;

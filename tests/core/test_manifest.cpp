@@ -51,7 +51,7 @@ TEST(Manifest, ConcurrentProcessesNeverLoseARecord) {
           j.append(json{{"path", cat("f", p, "-", i)}});
           mm.add_output(own, json{{"path", cat("own", p, "-", i)}}, 0);
         }
-        mm.close_record(own, [](json& r) { r["status"] = "complete"; });
+        mm.close_record(own, [](json& r) { r["status"] = "complete"; }, {each});
       } catch (...) { _exit(1); }
       _exit(0);
     }
@@ -66,7 +66,7 @@ TEST(Manifest, ConcurrentProcessesNeverLoseARecord) {
       EXPECT_EQ(r["outputs"].size(), static_cast<size_t>(each)) << r["id"];
     }
   }
-  m.close_record(id, [](json& r) { r["status"] = "complete"; });
+  m.close_record(id, [](json& r) { r["status"] = "complete"; }, std::vector<int64_t>(procs, each));
   auto stored = m.read_stored();
   const json& rec = *manifest::find_record(stored, id);
   ASSERT_EQ(rec["outputs"].size(), static_cast<size_t>(procs * each));
@@ -129,10 +129,14 @@ TEST(Manifest, JournalsMergedAtClose) {
     for (int i = 0; i < 3; ++i) m.add_output(id, json{{"path", cat("r", r, "-", i)}, {"counts", {{"n", 1}}}}, r);
   EXPECT_TRUE((*manifest::find_record(m.read_stored(), id))["outputs"].empty());
   EXPECT_EQ((*manifest::find_record(m.read(), id))["outputs"].size(), 6u);
+  // A rank whose journal holds fewer entries than it appended (e.g. a stale NFS view) is named.
+  test::expect_error<DataError>([&] { m.close_record(id, [](json&) { FAIL(); }, {3, 4}); },
+                                {"journal of rank 1", "holds 3 entries", "appended 4"});
+  EXPECT_FALSE(manifest::find_record(m.read_stored(), id)->contains("journals"));
   m.close_record(id, [](json& r) {
     EXPECT_EQ(r["outputs"].size(), 6u);  // f sees the merged outputs
     r["status"] = "complete";
-  });
+  }, {3, 3});
   json stored = m.read_stored();
   const json& rec = *manifest::find_record(stored, id);
   EXPECT_EQ(rec["journals"], "merged");
@@ -171,7 +175,7 @@ TEST(Manifest, TornLastLineIgnoredEarlierLinesKept) {
   test::expect_error<DataError>([&] { m.read(); }, {jp.filename().string(), "line 4", "corrupt"});
   // close merges the valid lines only.
   test::write_text(jp, good + next.substr(0, 10));
-  m.close_record(id, [](json& r) { r["status"] = "failed"; });
+  m.close_record(id, [](json& r) { r["status"] = "failed"; }, {3});
   EXPECT_EQ((*manifest::find_record(m.read_stored(), id))["outputs"].size(), 3u);
 }
 
@@ -196,7 +200,7 @@ TEST(Manifest, NeverClosedRecordIsReadFromItsJournals) {
   EXPECT_NE(manifest::show(d).find("outputs 2"), std::string::npos) << manifest::show(d);
   EXPECT_NE(manifest::show(d, "b.h5").find(killed), std::string::npos);
   // Closing the resumed record leaves the killed record's journals alone.
-  m.close_record(resumed, [](json& r) { r["status"] = "complete"; });
+  m.close_record(resumed, [](json& r) { r["status"] = "complete"; }, {0});
   EXPECT_EQ(journal_names(d).size(), 2u);
   EXPECT_EQ((*manifest::find_record(m.read(), killed))["outputs"].size(), 2u);
 }
@@ -229,7 +233,7 @@ TEST(Manifest, RepeatedCloseIsIdempotent) {
   // Keep copies of the journals, to play a crash between the rewrite and the deletes.
   std::map<std::string, std::string> saved;
   for (auto& n : journal_names(d)) saved[n] = fs::read_text(d / manifest::kJournalDir / n);
-  auto close = [&] { m.close_record(id, [](json& r) { r["status"] = "complete"; }); };
+  auto close = [&] { m.close_record(id, [](json& r) { r["status"] = "complete"; }, {2, 2}); };
   close();
   json once = m.read_stored();
   close();
@@ -280,7 +284,7 @@ TEST(Manifest, ShowGivesLineage) {
   manifest::Manifest m(d);
   auto a = m.begin_record("synth", json::object());
   m.add_output(a, manifest::file_entry(d, d / "in.tar"), 0);
-  m.close_record(a, [](json& r) { r["status"] = "complete"; });
+  m.close_record(a, [](json& r) { r["status"] = "complete"; }, {1});
   auto b = m.begin_record("prep", json::object());
   json e = manifest::file_entry(d, d / "out.h5");
   e["input"] = manifest::file_entry(d, d / "in.tar");
