@@ -10,12 +10,12 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <random>
 
 extern "C" {
 #include <libavutil/pixdesc.h>
 }
 
+#include "core/rng.hpp"
 #include "io/ffmpeg_util.hpp"
 
 namespace mcm::io {
@@ -32,19 +32,20 @@ const char* to_string(DecodeMethod m) {
 CropRect choose_crop(int sw, int sh, int ow, int oh, CropMode mode, double scale_min, uint64_t seed) {
   CropRect r;
   if (mode == CropMode::random_resized) {
-    std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
-    std::uniform_real_distribution<double> u01(0.0, 1.0);
+    // The project's RNG scheme, not <random>'s distributions (their results differ between
+    // standard libraries): the same crop from the same seed on every build.
+    rng::Stream draw(rng::key(seed, "decode", 0, "crop"));
     double area = static_cast<double>(sw) * sh;
     const double lr0 = std::log(3.0 / 4.0), lr1 = std::log(4.0 / 3.0);
     for (int attempt = 0; attempt < 10; ++attempt) {
-      double target = area * (scale_min + (1.0 - scale_min) * u01(rng));
-      double ratio = std::exp(lr0 + (lr1 - lr0) * u01(rng));
+      double target = area * (scale_min + (1.0 - scale_min) * draw.uniform());
+      double ratio = std::exp(lr0 + (lr1 - lr0) * draw.uniform());
       int w = static_cast<int>(std::lround(std::sqrt(target * ratio)));
       int h = static_cast<int>(std::lround(std::sqrt(target / ratio)));
       if (w > 0 && h > 0 && w <= sw && h <= sh) {
         r.w = w; r.h = h;
-        r.x = static_cast<int>(u01(rng) * (sw - w + 1));
-        r.y = static_cast<int>(u01(rng) * (sh - h + 1));
+        r.x = static_cast<int>(draw.uniform() * (sw - w + 1));
+        r.y = static_cast<int>(draw.uniform() * (sh - h + 1));
         r.x = std::min(r.x, sw - w); r.y = std::min(r.y, sh - h);
         return r;
       }
@@ -398,13 +399,13 @@ int64_t decode_single_pass(Decoder& d, Window w, int64_t window, uint64_t seed, 
                            const std::string& name) {
   const size_t bytes = fw.frame_bytes();
   std::vector<uint8_t> ring(static_cast<size_t>(window) * bytes);
-  std::mt19937_64 rng(seed);
+  rng::Stream draw(rng::key(seed, "decode", 0, "reservoir"));
   d.run([](const AVPacket*) { return Feed::decode; },
         [&](AVFrame* f, int64_t i) {
           if (damaged(f)) throw DataError(cat("decode ", name, ": frame ", i, " is corrupt"));
           fw.write(f, i, ring.data() + static_cast<size_t>(i % window) * bytes);
           int64_t s = i - window + 1;  // the window starting at s now fits
-          if (s >= 0 && (s == 0 || rng() % static_cast<uint64_t>(s + 1) == 0)) {
+          if (s >= 0 && (s == 0 || draw.uniform_int(0, s) == 0)) {
             w.start = s;
             out.frame_indices.clear();
             for (int64_t k = 0; k < w.frames; ++k) {
@@ -474,8 +475,7 @@ DecodedClip decode_clip(const uint8_t* data, size_t size, const std::string& nam
   out.source_frames = t.frames;
   if (t.frames < need) throw too_short(t.frames);
   if (w.start < 0) {
-    std::mt19937_64 rng(opt.seed);
-    w.start = static_cast<int64_t>(rng() % static_cast<uint64_t>(t.frames - window + 1));
+    w.start = rng::Stream(rng::key(opt.seed, "decode", 0, "start")).uniform_int(0, t.frames - window);
   }
   require<DataError>(w.start + span <= t.frames, "decode ", name, ": start ", w.start, " + window ", span, " exceeds ",
                      t.frames, " frames");
