@@ -11,7 +11,7 @@
 #include "core/rng.hpp"
 #include "data_prep/stages.hpp"
 #include "data_prep/synth_config.hpp"
-#include "data_prep/synth_world.hpp"
+#include "world/synth_world.hpp"
 #include "io/media_encode.hpp"
 #include "io/tar.hpp"
 #include "stages/stage_run.hpp"
@@ -146,7 +146,7 @@ void write_image_shard(const config::Config& cfg, const stdfs::path& path, const
 
 // Version of synth's algorithm (rendering, encoding, planting). It enters the stage hash: bump
 // it whenever a change alters the shards synth writes for the same config.
-constexpr const char* kSynthCodeVersion = "2";
+constexpr const char* kSynthCodeVersion = "3";  // 3: mp4 encoding no longer reads past the frame (deterministic bytes)
 
 MCM_CONFIG_SECTION(SynthSection);
 

@@ -6,6 +6,9 @@ extern "C" {
 #include <libavutil/opt.h>
 }
 
+#include <cstring>
+#include <vector>
+
 #include "core/error.hpp"
 #include "io/ffmpeg_util.hpp"
 
@@ -32,9 +35,16 @@ av::CodecPtr open_encoder(AVCodecID id, const char* prefer, int w, int h, AVPixe
 }
 
 // Converts one RGB24 frame into an encoder frame of the encoder's pixel format.
-void fill_frame(SwsContext* sws, const uint8_t* rgb, int w, int h, AVFrame* f) {
-  const uint8_t* src[4] = {rgb, nullptr, nullptr, nullptr};
-  int src_stride[4] = {w * 3, 0, 0, 0};
+// swscale's SIMD paths read whole vectors, past the end of a tightly packed row (valgrind: 16
+// bytes past the caller's last frame), which made encodes depend on whatever memory followed.
+// The frame is copied into rows padded to 64 bytes plus a zeroed tail, so every byte it reads is
+// ours and the output is deterministic.
+void fill_frame(SwsContext* sws, const uint8_t* rgb, int w, int h, AVFrame* f, std::vector<uint8_t>& padded) {
+  const size_t row = static_cast<size_t>(w) * 3, stride = (row + 63) / 64 * 64;
+  padded.assign(stride * static_cast<size_t>(h) + 64, 0);
+  for (int y = 0; y < h; ++y) std::memcpy(padded.data() + stride * static_cast<size_t>(y), rgb + row * static_cast<size_t>(y), row);
+  const uint8_t* src[4] = {padded.data(), nullptr, nullptr, nullptr};
+  int src_stride[4] = {static_cast<int>(stride), 0, 0, 0};
   if (av_frame_make_writable(f) < 0) throw IoError("encode: frame not writable");
   sws_scale(sws, src, src_stride, 0, h, f->data, f->linesize);
 }
@@ -91,8 +101,9 @@ std::vector<uint8_t> encode_container(const char* format, AVCodecID id, const ch
       av::check(av_interleaved_write_frame(oc.get(), pkt.get()), "encode: write packet");
     }
   };
+  std::vector<uint8_t> padded;
   for (int t = 0; t < frames; ++t) {
-    fill_frame(sws.get(), rgb + static_cast<size_t>(t) * w * h * 3, w, h, frame.get());
+    fill_frame(sws.get(), rgb + static_cast<size_t>(t) * w * h * 3, w, h, frame.get(), padded);
     frame->pts = t;
     av::check(avcodec_send_frame(codec.get(), frame.get()), "encode: send frame");
     drain();
@@ -146,7 +157,8 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int 
   frame->width = width;
   frame->height = height;
   av::check(av_frame_get_buffer(frame.get(), 0), "encode jpeg: frame buffer");
-  fill_frame(sws.get(), rgb, width, height, frame.get());
+  std::vector<uint8_t> padded;
+  fill_frame(sws.get(), rgb, width, height, frame.get(), padded);
   frame->pts = 0;
   frame->quality = c->global_quality;
   av::check(avcodec_send_frame(c.get(), frame.get()), "encode jpeg: send");
