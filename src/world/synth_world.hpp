@@ -1,7 +1,8 @@
 // The synthetic world of the embedded default: coloured shapes moving on a background.
 // Videos are rendered low-quality (aliased, blurred, noisy, watermarked) like WebVid; stills
 // are rendered high-quality (supersampled, clean) like LAION-aesthetics. Ground truth travels
-// in each sample's JSON so eval can check caption fidelity and frame quality.
+// in each sample's JSON so eval can check caption fidelity and frame quality. A library of its
+// own (mcm_world) so eval can read the world's ground truth without linking the stages.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,6 +26,18 @@ const std::vector<std::string>& speeds();
 const std::vector<std::string>& backgrounds();
 /// Every word a caption can use, after the four special tokens (the text encoder's vocab).
 std::vector<std::string> vocabulary();
+
+/// An sRGB colour in 0..255 units.
+struct Rgb { double r = 0, g = 0, b = 0; };
+/// The palette: the RGB of a colour name (colours()) and of a background name (backgrounds()).
+/// Throws DataError for a name outside the vocabulary.
+Rgb colour_rgb(const std::string& colour);
+Rgb background_rgb(const std::string& background);
+/// Whether shape-local point (u, v), in units of the radius (v grows downwards), is inside
+/// `shape`. Throws DataError for a name outside shapes().
+bool shape_contains(const std::string& shape, double u, double v);
+/// Centre of the shape in frame t, as a fraction of the frame in [0, 1) (wrapped).
+void centre_at(const Scene& s, int t, double& x, double& y);
 
 /// A scene drawn from its stream (deterministic, the same with any standard library).
 Scene draw_scene(const rng::Key& key);

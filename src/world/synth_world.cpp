@@ -1,22 +1,13 @@
 // Rendering of the synthetic world. Pure C++, deterministic for a given seed.
-#include "data_prep/synth_world.hpp"
+#include "world/synth_world.hpp"
 
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.hpp"
+
 namespace mcm::synth {
 namespace {
-struct Rgb { double r, g, b; };
-Rgb colour_rgb(const std::string& c) {
-  if (c == "red") return {220, 40, 40};
-  if (c == "green") return {40, 190, 60};
-  if (c == "blue") return {50, 80, 230};
-  if (c == "yellow") return {235, 215, 40};
-  if (c == "purple") return {150, 60, 200};
-  return {245, 140, 30};  // orange
-}
-Rgb background_rgb(const std::string& b) { return b == "dark" ? Rgb{28, 30, 38} : Rgb{190, 195, 185}; }
-
 // Inside test in shape-local coordinates (u, v in units of the radius).
 bool inside(const std::string& shape, double u, double v) {
   if (shape == "circle") return u * u + v * v <= 1.0;
@@ -29,7 +20,41 @@ bool inside(const std::string& shape, double u, double v) {
 }
 
 double wrap(double x) { return x - std::floor(x); }
+// Displacement of the centre at frame t, a fraction of the frame per frame.
+void motion(const Scene& s, int t, double& dx, double& dy) {
+  double step = (s.speed == "quickly" ? 0.045 : 0.018) * t;
+  dx = s.direction == "left" ? -step : s.direction == "right" ? step : 0.0;
+  dy = s.direction == "up" ? -step : s.direction == "down" ? step : 0.0;
+}
 }  // namespace
+
+Rgb colour_rgb(const std::string& c) {
+  if (c == "red") return {220, 40, 40};
+  if (c == "green") return {40, 190, 60};
+  if (c == "blue") return {50, 80, 230};
+  if (c == "yellow") return {235, 215, 40};
+  if (c == "purple") return {150, 60, 200};
+  if (c == "orange") return {245, 140, 30};
+  throw DataError(cat("synth world: unknown colour \"", c, "\""));
+}
+Rgb background_rgb(const std::string& b) {
+  if (b == "dark") return {28, 30, 38};
+  if (b == "light") return {190, 195, 185};
+  throw DataError(cat("synth world: unknown background \"", b, "\""));
+}
+
+bool shape_contains(const std::string& shape, double u, double v) {
+  require<DataError>(std::find(shapes().begin(), shapes().end(), shape) != shapes().end(),
+                     "synth world: unknown shape \"", shape, "\"");
+  return inside(shape, u, v);
+}
+
+void centre_at(const Scene& s, int t, double& x, double& y) {
+  double dx, dy;
+  motion(s, t, dx, dy);
+  x = wrap(s.x0 + dx);
+  y = wrap(s.y0 + dy);
+}
 
 const std::vector<std::string>& shapes() { static const std::vector<std::string> v{"circle", "square", "triangle", "diamond"}; return v; }
 const std::vector<std::string>& colours() { static const std::vector<std::string> v{"red", "green", "blue", "yellow", "purple", "orange"}; return v; }
@@ -64,10 +89,9 @@ std::string image_caption(const Scene& s) { return "a " + s.colour + " " + s.sha
 
 void render_frame(const Scene& s, int t, int w, int h, int ss, uint8_t* rgb) {
   // Motion: a fraction of the frame per frame, wrapping around so motion never stops.
-  double step = (s.speed == "quickly" ? 0.045 : 0.018) * t;
-  double dx = s.direction == "left" ? -step : s.direction == "right" ? step : 0.0;
-  double dy = s.direction == "up" ? -step : s.direction == "down" ? step : 0.0;
-  double cx = wrap(s.x0 + dx) * w, cy = wrap(s.y0 + dy) * h;
+  double fx, fy;
+  centre_at(s, t, fx, fy);
+  double cx = fx * w, cy = fy * h;
   double radius = s.size * std::min(w, h);
   Rgb fg = colour_rgb(s.colour), bg = background_rgb(s.background);
   for (int y = 0; y < h; ++y) {
