@@ -36,6 +36,7 @@ void visit_core(Config& c, FieldVisitor& v) {
   v("models.text_encoder.seed", c.models.text_encoder.seed);
   v("models.text_encoder.path", c.models.text_encoder.path);
   v("models.text_encoder.tokenizer", c.models.text_encoder.tokenizer);
+  v("models.teacher.path", c.models.teacher.path);
 }
 
 // Forwards every field with "<section>." in front of its key.

@@ -41,9 +41,16 @@ struct TextEncoderSection {
   std::string tokenizer = "";     ///< clip: tokenizer folder ("" = the `tokenizer/` beside `path`)
 };
 
+struct TeacherModelSection {
+  /// "" = the embedded default (pretrained by `mcm teacher` into <run.dir>/teacher/unet); else a
+  /// diffusers `unet/` folder (e.g. ModelScope's), which `mcm teacher` checks and records only
+  std::string path = "";
+};
+
 struct ModelsSection {
   AutoencoderSection autoencoder;
   TextEncoderSection text_encoder;
+  TeacherModelSection teacher;
 };
 
 /// One call per field of a section, with the key relative to the section ("frames").

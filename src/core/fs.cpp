@@ -3,11 +3,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -241,6 +243,20 @@ FileLock& FileLock::operator=(FileLock&& o) noexcept {
     o.fd_ = -1;
   }
   return *this;
+}
+
+namespace {
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : errno; }
+}  // namespace
+
+void remove_tree(const stdfs::path& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    require<IoError>(errno == ENOENT, "remove ", dir, ": ", std::strerror(errno));
+    return;
+  }
+  int rc = ::nftw(dir.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  require<IoError>(rc == 0, "remove ", dir, ": ", std::strerror(rc > 0 ? rc : errno));
 }
 
 }  // namespace mcm::fs

@@ -33,6 +33,11 @@ void make_dirs(const stdfs::path& dir);
 /// exist. POSIX readdir: libtorch exports its own copy of std::filesystem's iterators.
 std::vector<std::string> list_dir(const stdfs::path& dir);
 
+/// Removes a folder and everything below it (like rm -rf; symlinks are removed, not followed);
+/// nothing happens if it does not exist. POSIX nftw: libtorch exports a broken copy of
+/// std::filesystem::remove_all that torch-linked programs would bind to. IoError on failure.
+void remove_tree(const stdfs::path& dir);
+
 /// Removes a file; true if it was there. Throws IoError on any failure but "not found".
 bool remove_file(const stdfs::path& path);
 

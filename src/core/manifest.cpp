@@ -345,7 +345,11 @@ std::vector<std::string> verify(const stdfs::path& run_dir) {
     stdfs::path p = run_dir / path;
     std::error_code ec;
     auto bytes = stdfs::file_size(p, ec);
-    if (ec) { problems.push_back(cat(path, ": missing (", ec.message(), ")")); continue; }
+    if (ec) {
+      // Rolling outputs (training checkpoints) are deleted by design once newer ones exist.
+      if (e.value("retention", "") != "rolling") problems.push_back(cat(path, ": missing (", ec.message(), ")"));
+      continue;
+    }
     if (bytes != e.value("bytes", uint64_t{0})) {
       problems.push_back(cat(path, ": size ", bytes, " bytes, recorded ", e.value("bytes", uint64_t{0})));
       continue;

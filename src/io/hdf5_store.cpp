@@ -238,6 +238,45 @@ std::vector<std::string> LatentShardReader::strings(const std::string& name) con
   return out;
 }
 
+void LatentShardReader::read_half_row(const std::string& name, hsize_t i, uint16_t* out, size_t count) const {
+  H5Id d(h5_check(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
+  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", path_)));
+  int r = H5Sget_simple_extent_ndims(fs.get());
+  require<IoError>(r >= 1 && r <= 8, "dataset \"", name, "\" in ", path_, ": unexpected rank ", r);
+  std::vector<hsize_t> dims(r), start(r, 0);
+  H5Sget_simple_extent_dims(fs.get(), dims.data(), nullptr);
+  require<IoError>(i < dims[0], "read \"", name, "\" row ", i, " of ", dims[0], " in ", path_);
+  size_t row = 1;
+  for (int k = 1; k < r; ++k) row *= dims[k];
+  require<IoError>(row == count, "read \"", name, "\" row ", i, " in ", path_, ": a row holds ", row,
+                   " values, the buffer ", count);
+  start[0] = i;
+  dims[0] = 1;
+  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "select");
+  H5Id ms(h5_check(H5Screate_simple(r, dims.data(), nullptr), "mem space"));
+  H5Id half(half_type());
+  h5_check(H5Dread(d.get(), half.get(), ms.get(), fs.get(), H5P_DEFAULT, out),
+           cat("read \"", name, "\" row ", i, " in ", path_));
+}
+
+std::string LatentShardReader::string_at(const std::string& name, hsize_t i) const {
+  H5Id d(h5_check(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
+  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", path_)));
+  require<IoError>(H5Sget_simple_extent_ndims(fs.get()) == 1, "dataset \"", name, "\" in ", path_, ": not a column");
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(fs.get(), &n, nullptr);
+  require<IoError>(i < n, "read \"", name, "\" row ", i, " of ", n, " in ", path_);
+  hsize_t start = i, one = 1;
+  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, &start, nullptr, &one, nullptr), "select");
+  H5Id ms(h5_check(H5Screate_simple(1, &one, nullptr), "mem space"));
+  H5Id t(utf8_type());
+  char* raw = nullptr;
+  h5_check(H5Dread(d.get(), t.get(), ms.get(), fs.get(), H5P_DEFAULT, &raw), cat("read \"", name, "\" row ", i, " in ", path_));
+  std::string out = raw ? raw : "";
+  H5Dvlen_reclaim(t.get(), ms.get(), H5P_DEFAULT, &raw);
+  return out;
+}
+
 AttrValue LatentShardReader::attr(const std::string& name) const {
   H5Id a(h5_check(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), cat("open attribute \"", name, "\" in ", path_)));
   H5Id t(H5Aget_type(a.get()));

@@ -83,6 +83,11 @@ class LatentShardReader {
   std::vector<uint16_t> latent(hsize_t i) const;
   std::vector<uint16_t> text_emb(hsize_t i) const;
   std::vector<std::string> strings(const std::string& dataset) const;
+  /// Row i of the float16 dataset `dataset` ("latents", "text_emb") into `out`, which holds `count`
+  /// values (the per-sample size, else IoError): no allocation, for the training loader.
+  void read_half_row(const std::string& dataset, hsize_t i, uint16_t* out, size_t count) const;
+  /// Element i of a string dataset ("caption", "key") without reading the whole column.
+  std::string string_at(const std::string& dataset, hsize_t i) const;
   AttrValue attr(const std::string& name) const;
 
  private:
