@@ -88,10 +88,6 @@ std::vector<ShardJob> make_jobs(const stdfs::path& out_dir, const std::vector<st
   return jobs;
 }
 
-torch::Device rank_device(const dist::DistContext& ctx) {
-  return ctx.device() >= 0 ? torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(ctx.device())) : torch::Device(torch::kCPU);
-}
-
 torch::ScalarType encoder_dtype(const std::string& name, const torch::Device& device) {
   if (name == "float32") return torch::kFloat32;
   if (name == "bfloat16") return torch::kBFloat16;

@@ -30,6 +30,10 @@ manifest::json environment_versions() {
               {"nccl", dist::nccl_version()}};
 }
 
+c10::Device rank_device(const dist::DistContext& ctx) {
+  return ctx.device() >= 0 ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(ctx.device())) : c10::Device(c10::kCPU);
+}
+
 int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx) {
   if (cfg.run.threads > 0) return static_cast<int>(cfg.run.threads);
   unsigned hw = std::max(1u, std::thread::hardware_concurrency());

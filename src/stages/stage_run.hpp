@@ -3,6 +3,8 @@
 // journals]); finish() closes it collectively. Outputs whose earlier record matches (same stage
 // hash, same input checksum, file unchanged) are reused.
 #pragma once
+#include <c10/core/Device.h>
+
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -60,6 +62,8 @@ class StageRun {
 manifest::json environment_versions();
 /// Threads for torch and decoders: run.threads, or cores / ranks on this node.
 int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx);
+/// This rank's torch device: its CUDA device (DistContext::device()) or the CPU.
+c10::Device rank_device(const dist::DistContext& ctx);
 /// Sums numeric leaves of b into a (objects recursively); used for counts.
 void add_counts(manifest::json& a, const manifest::json& b);
 

@@ -1,0 +1,13 @@
+// Stage entry points of the pipeline folder: each `mcm <stage>` main calls run_<stage>(cfg, ctx);
+// tests call the same. Each returns the process exit code.
+#pragma once
+#include "core/config.hpp"
+#include "dist/dist_context.hpp"
+
+namespace mcm::stages {
+
+/// Embedded default: pretrains the small UNet3D teacher on prep's video latents and writes
+/// teacher/unet (diffusers folder). With models.teacher.path: checks and records those weights.
+int run_teacher(const config::Config& cfg, const dist::DistContext& ctx);
+
+}  // namespace mcm::stages

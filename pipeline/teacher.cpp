@@ -1,0 +1,285 @@
+// `mcm teacher`: the embedded default pretrains a small UNet3D teacher on prep's video latents
+// (epsilon prediction, caption dropout for classifier-free guidance) with the training engine
+// (src/train), writes it as a diffusers folder teacher/unet/, and measures whether its 50-step
+// guided samples show the captioned colour, shape and motion (teacher/fidelity.json). With
+// models.teacher.path set (real runs), it trains nothing: it checks that the weights load and
+// fit the latents and text embeddings, and records them by checksum.
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/checksum.hpp"
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "core/rng.hpp"
+#include "core/signals.hpp"
+#include "io/hdf5_store.hpp"
+#include "models/weights.hpp"
+#include "pipeline/stages.hpp"
+#include "pipeline/teacher_config.hpp"
+#include "pipeline/teacher_fidelity.hpp"
+#include "pipeline/teacher_model.hpp"
+#include "stages/stage_run.hpp"
+#include "stages/stage_table.hpp"
+
+namespace mcm::stages {
+namespace {
+using json = nlohmann::json;
+namespace stdfs = std::filesystem;
+
+// Version of the teacher's training algorithm (loss, draws, init): bump when a change alters the
+// weights written for the same config and data, so an old teacher is not reused.
+constexpr const char* kTeacherCodeVersion = "1";
+MCM_CONFIG_SECTION(TeacherSection);
+
+// What rank 0 learns from the prep shards, shared with every rank.
+struct ShardInfo {
+  std::vector<stdfs::path> shards;
+  std::vector<int64_t> latent, text;  // per-sample shapes
+  std::string checksum;               // of all shards, the stage's input identity
+  std::set<std::string> captions;
+};
+
+ShardInfo read_shard_info(const dist::DistContext& ctx, const stdfs::path& prep_dir) {
+  std::string msg;
+  if (ctx.is_root()) {
+    try {
+      json j{{"shards", json::array()}, {"captions", json::array()}};
+      std::vector<std::string> names;
+      if (stdfs::is_directory(prep_dir))
+        for (auto& n : fs::list_dir(prep_dir))
+          if (n.rfind("video-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
+      std::sort(names.begin(), names.end());
+      require<IoError>(!names.empty(), "teacher: no video latent shards (prep/video-*.h5) in ", prep_dir,
+                       ": run `mcm prep` first");
+      std::string sums;
+      std::set<std::string> caps;
+      for (auto& n : names) {
+        io::LatentShardReader r(prep_dir / n);
+        if (j["shards"].empty()) {
+          for (auto d : r.latent_shape()) j["latent"].push_back(static_cast<int64_t>(d));
+          for (auto d : r.text_shape()) j["text"].push_back(static_cast<int64_t>(d));
+        }
+        for (auto& c : r.strings("caption")) caps.insert(c);
+        j["shards"].push_back((prep_dir / n).string());
+        sums += n + ":" + checksum::of_file(prep_dir / n) + "\n";
+      }
+      require<DataError>(j["latent"].size() == 4, "teacher: ", prep_dir / names.front(),
+                         " holds latents of rank ", j["latent"].size() + 1, "; video latents [N, C, T, H, W] expected");
+      j["captions"] = caps;
+      j["checksum"] = checksum::of_bytes(sums);
+      msg = "ok\n" + j.dump();
+    } catch (const std::exception& e) {
+      msg = cat("error\n", e.what());
+    }
+  }
+  msg = ctx.broadcast(msg);
+  if (msg.rfind("error\n", 0) == 0) throw IoError(msg.substr(6));
+  json j = json::parse(msg.substr(3));
+  ShardInfo s;
+  for (auto& p : j["shards"]) s.shards.emplace_back(p.get<std::string>());
+  s.latent = j["latent"].get<std::vector<int64_t>>();
+  s.text = j["text"].get<std::vector<int64_t>>();
+  s.checksum = j["checksum"];
+  for (auto& c : j["captions"]) s.captions.insert(c.get<std::string>());
+  return s;
+}
+
+void flatten(const json& j, const std::string& prefix, json& out) {
+  if (j.is_object()) {
+    for (auto& [k, v] : j.items()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
+  } else {
+    out[prefix] = j;
+  }
+}
+
+// The settings a checkpoint must share to be resumed: everything that shapes the trajectory
+// (not cadence, logging, timeouts or the evaluation keys).
+json resume_identity(const config::Config& cfg, const ShardInfo& info) {
+  json full = cfg.to_json(), id = json::object();
+  json teacher = full["teacher"];
+  for (auto k : {"eval_prompts", "eval_steps", "eval_guidance"}) teacher.erase(k);
+  flatten(teacher, "teacher", id);
+  flatten(full["models"], "models", id);
+  id["run.seed"] = full["run"]["seed"];
+  id["train.precision"] = full["train"]["precision"];
+  id["data.checksum"] = info.checksum;
+  return id;
+}
+
+// Real runs: check a diffusers unet/ folder against the data and record it.
+int check_external(const config::Config& cfg, const dist::DistContext& ctx) {
+  const stdfs::path folder = cfg.models.teacher.path;
+  StageRun stage("teacher", kTeacherCodeVersion, cfg, ctx, {"models"}, "");
+  std::vector<std::string> errors;
+  json fields;
+  if (ctx.is_root()) {
+    try {
+      auto unet = models::load_unet3d(folder, torch::kBFloat16);  // half the memory of fp32; loading is the check
+      const auto& uc = unet->config();
+      const stdfs::path prep = stdfs::path(cfg.run.dir) / "prep";
+      if (stdfs::is_directory(prep)) {
+        for (auto& n : fs::list_dir(prep)) {
+          if (n.rfind("video-", 0) != 0 || stdfs::path(n).extension() != ".h5") continue;
+          io::LatentShardReader r(prep / n);
+          auto ls = r.latent_shape();
+          auto ts = r.text_shape();
+          require<DataError>(static_cast<int64_t>(ls[0]) == uc.in_channels, "teacher ", folder, ": in_channels ",
+                             uc.in_channels, " but ", prep / n, " holds ", ls[0], "-channel latents");
+          require<DataError>(static_cast<int64_t>(ts[1]) == uc.cross_attention_dim, "teacher ", folder,
+                             ": cross_attention_dim ", uc.cross_attention_dim, " but ", prep / n, " holds ", ts[1],
+                             "-wide text embeddings");
+          break;
+        }
+      }
+      fields["teacher"] = {{"path", stdfs::absolute(folder).string()}, {"checksum", models::folder_checksum(folder)},
+                           {"config", uc.to_json()}, {"trained", false}};
+      log::info("teacher: using ", folder.string(), " (", fields["teacher"]["checksum"].get<std::string>(), ")");
+    } catch (const std::exception& e) {
+      errors.push_back(cat("teacher: models.teacher.path = ", folder, ": ", e.what()));
+    }
+  }
+  bool ok = stage.finish(errors, fields);
+  return ok ? 0 : 1;
+}
+}  // namespace
+
+int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
+  if (!cfg.models.teacher.path.empty()) return check_external(cfg, ctx);
+  const auto& tc = cfg.section<TeacherSection>();
+  const auto& engine = cfg.section<train::TrainSection>();
+  const stdfs::path run_dir = cfg.run.dir, out = run_dir / "teacher";
+  torch::set_num_threads(resolve_threads(cfg, ctx));
+  const torch::Device device = rank_device(ctx);
+  const auto seed = static_cast<uint64_t>(cfg.run.seed);
+
+  ShardInfo info = read_shard_info(ctx, run_dir / "prep");
+  StageRun stage("teacher", kTeacherCodeVersion, cfg, ctx, {"teacher", "models", "run.seed", "train.precision"},
+                 info.checksum);
+  if (ctx.is_root()) fs::make_dirs(out);
+  ctx.barrier();
+
+  const stdfs::path weights = out / "unet" / "diffusion_pytorch_model.safetensors", config_file = out / "unet" / "config.json",
+                    fidelity_file = out / "fidelity.json";
+  auto w_prev = stage.reusable(weights, info.checksum);
+  auto c_prev = stage.reusable(config_file, info.checksum);
+  auto f_prev = stage.reusable(fidelity_file, info.checksum);
+  if (w_prev && c_prev && f_prev) {
+    if (ctx.is_root()) {
+      log::info("teacher: ", weights.string(), " is up to date (same config and data): reused");
+      stage.record_reused(*w_prev);
+      stage.record_reused(*c_prev);
+      stage.record_reused(*f_prev);
+    }
+    json fid = json::parse(fs::read_text(fidelity_file));
+    return stage.finish({}, {{"fidelity", fid["samples"]["score"]}, {"reused", true}}) ? 0 : 1;
+  }
+
+  auto text_encoder = models::make_text_encoder(cfg.models.text_encoder, run_dir);
+  auto autoencoder = models::make_autoencoder(cfg.models.autoencoder);
+  require<ConfigError>(text_encoder->dim() == info.text[1] && text_encoder->max_length() == info.text[0], "teacher: the text encoder (",
+                       text_encoder->name(), ") makes [", text_encoder->max_length(), ", ", text_encoder->dim(),
+                       "] embeddings but the prep shards hold [", info.text[0], ", ", info.text[1],
+                       "]: re-run prep with the same [models.text_encoder]");
+  torch::Tensor empty_text = text_encoder->encode({""});
+
+  // The same initial weights on every rank: the default generator seeded identically for init.
+  auto ucfg = teacher_unet_config(tc, info.latent[0], info.latent[2], info.text[1]);
+  at::Generator(at::globalContext().defaultGenerator(torch::Device(torch::kCPU))).set_current_seed(rng::seed64(rng::key(seed, "teacher", 0, "init")));
+  models::Unet3D unet(ucfg);
+  unet->to(device);
+  unet->train();
+  train::configure_torch(engine, seed, "teacher", ctx.rank(), device);
+
+  diffusion::NoiseSchedule schedule;
+  train::TrainerSpec spec;
+  spec.stage = "teacher";
+  spec.dir = out;
+  spec.optim = tc.optim;
+  spec.engine = engine;
+  for (auto& p : unet->named_parameters(/*recurse=*/true)) spec.params.emplace_back(p.key(), p.value());
+  spec.identity = resume_identity(cfg, info);
+  spec.seed = seed;
+  spec.on_checkpoint = [&stage](const stdfs::path& done, int64_t step) {
+    stage.record_output(done, {{"kind", "checkpoint"}, {"step", step}, {"retention", "rolling"}});
+  };
+  train::TrainResult res;
+  json fidelity;
+  {
+    train::LoaderOptions lo;
+    lo.shards = info.shards;
+    lo.global_batch = tc.optim.batch;
+    lo.micro_batch = tc.optim.micro_batch;
+    lo.rank = ctx.rank();
+    lo.world = ctx.world_size();
+    lo.seed = seed;
+    lo.stream = "teacher_loader";
+    lo.prefetch = static_cast<int>(engine.prefetch);
+    lo.expect_latent = info.latent;
+    lo.expect_text = info.text;
+    train::LatentLoader loader(lo);
+    if (ctx.is_root())
+      log::info("teacher: ", loader.items(), " clips, global batch ", tc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
+                tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, UNet3D ",
+                spec.params.size(), " tensors");
+    train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, seed, device));
+    res = trainer.run();
+    if (res.stop_signal == 0 && trainer.ema()) {
+      torch::NoGradGuard no_grad;
+      for (auto& [name, p] : spec.params) p.copy_(trainer.ema()->weights().at(name));
+    }
+  }
+  if (res.stop_signal != 0) {
+    stage.finish({}, {{"status", "interrupted"},
+                      {"interrupted", {{"signal", StopSignals::name(res.stop_signal)}, {"step", res.step}}}});
+    return 0;
+  }
+  unet->eval();
+  if (ctx.is_root()) {
+    models::save_unet3d(unet, out / "unet");
+    stage.record_output(config_file, {{"kind", "teacher_config"}});
+    stage.record_output(weights, {{"kind", "teacher_weights"}, {"steps", res.step}});
+    stage.record_output(out / "metrics.jsonl", {{"kind", "metrics"}});
+  }
+
+  // Caption fidelity: the teacher's guided samples on held-out prompts, and the analyser on the
+  // training clips themselves (its accuracy on this data, the ceiling of the first number).
+  if (tc.eval_prompts > 0 && cfg.models.text_encoder.kind == "word") {
+    FidelityOptions fo;
+    fo.prompts = tc.eval_prompts;
+    fo.steps = tc.eval_steps;
+    fo.guidance = tc.eval_guidance;
+    fo.seed = seed;
+    fo.latent_shape = info.latent;
+    autoencoder->place(device, torch::kFloat32);
+    text_encoder->place(device, torch::kFloat32);
+    auto prompts = held_out_prompts(tc.eval_prompts, seed, info.captions);
+    fidelity["samples"] = teacher_fidelity(unet, *autoencoder, *text_encoder, schedule, prompts, fo, ctx, device);
+    if (ctx.is_root()) {
+      io::LatentShardReader r(info.shards.front());
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(r.size()), 64);
+      std::vector<torch::Tensor> clips;
+      auto caps = r.strings("caption");
+      for (int64_t i = 0; i < n; ++i) {
+        auto half = r.latent(static_cast<hsize_t>(i));
+        clips.push_back(torch::from_blob(half.data(), info.latent, torch::kFloat16).to(torch::kFloat32).clone());
+      }
+      fidelity["analyser_on_training_clips"] =
+          analyser_on_data(*autoencoder, torch::stack(clips), std::vector<std::string>(caps.begin(), caps.begin() + n));
+      fs::write_atomic(fidelity_file, fidelity.dump(1) + "\n");
+      stage.record_output(fidelity_file, {{"kind", "fidelity"}});
+      auto& s = fidelity["samples"]["score"];
+      log::info("teacher: caption fidelity of ", tc.eval_prompts, " held-out prompts (", tc.eval_steps, "-step DDIM, guidance ",
+                tc.eval_guidance, "): ", s.dump());
+    }
+  }
+  json fields{{"steps", res.step}, {"resumed_from", res.resumed_from}, {"skipped_steps", res.skipped_steps},
+              {"final_loss", res.last_loss}, {"train_seconds", res.seconds}, {"unet_config", ucfg.to_json()}};
+  if (!fidelity.is_null()) fields["fidelity"] = {{"samples", fidelity["samples"]["score"]},
+                                                  {"analyser_on_training_clips", fidelity.value("analyser_on_training_clips", json())}};
+  return stage.finish({}, fields) ? 0 : 1;
+}
+
+MCM_STAGE("teacher", 30, run_teacher, "pretrain the embedded UNet3D teacher (or check models.teacher.path)");
+
+}  // namespace mcm::stages

@@ -1,0 +1,39 @@
+#include "pipeline/teacher_config.hpp"
+
+#include "core/error.hpp"
+
+namespace mcm::stages {
+
+void TeacherSection::visit(config::FieldVisitor& v) {
+  optim.visit(v);
+  v("caption_dropout", caption_dropout);
+  v("channels", channels);
+  v("levels", levels);
+  v("cross_attention_levels", cross_attention_levels);
+  v("layers_per_block", layers_per_block);
+  v("head_dim", head_dim);
+  v("norm_groups", norm_groups);
+  v("eval_prompts", eval_prompts);
+  v("eval_steps", eval_steps);
+  v("eval_guidance", eval_guidance);
+}
+
+void TeacherSection::validate(const config::Config&) const {
+  optim.validate("teacher");
+  require<ConfigError>(caption_dropout >= 0 && caption_dropout < 1, "teacher.caption_dropout = ", caption_dropout,
+                       ": must be in [0, 1)");
+  config::require_positive(channels, "teacher.channels");
+  require<ConfigError>(levels >= 1 && levels <= 4, "teacher.levels = ", levels, ": must be in 1..4");
+  require<ConfigError>(cross_attention_levels >= 0 && cross_attention_levels <= levels, "teacher.cross_attention_levels = ",
+                       cross_attention_levels, ": must be in 0..teacher.levels (", levels, ")");
+  config::require_positive(layers_per_block, "teacher.layers_per_block");
+  config::require_positive(head_dim, "teacher.head_dim");
+  config::require_positive(norm_groups, "teacher.norm_groups");
+  require<ConfigError>(channels % norm_groups == 0 && channels % head_dim == 0, "teacher.channels = ", channels,
+                       ": must be a multiple of teacher.norm_groups (", norm_groups, ") and teacher.head_dim (", head_dim, ")");
+  require<ConfigError>(eval_prompts >= 0, "teacher.eval_prompts = ", eval_prompts, ": must be >= 0");
+  config::require_positive(eval_steps, "teacher.eval_steps");
+  require<ConfigError>(eval_guidance >= 1, "teacher.eval_guidance = ", eval_guidance, ": must be >= 1 (1 = no guidance)");
+}
+
+}  // namespace mcm::stages

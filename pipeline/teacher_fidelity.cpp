@@ -1,0 +1,110 @@
+#include "pipeline/teacher_fidelity.hpp"
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "diffusion/noise.hpp"
+#include "diffusion/samplers.hpp"
+#include "eval/caption_fidelity.hpp"
+#include "world/synth_world.hpp"
+
+namespace mcm::stages {
+using json = nlohmann::json;
+
+std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::set<std::string>& training_captions) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (uint64_t i = 0; static_cast<int64_t>(out.size()) < n; ++i) {
+    require<DataError>(i < static_cast<uint64_t>(100 * n + 1000), "teacher: could not draw ", n,
+                       " held-out prompts: the training set covers almost every caption of the synthetic world");
+    auto caption = synth::video_caption(synth::draw_scene(rng::key(seed, "teacher_eval", i, "scene")));
+    if (training_captions.count(caption) || !seen.insert(caption).second) continue;
+    out.push_back(caption);
+  }
+  return out;
+}
+
+torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps) {
+  torch::NoGradGuard no_grad;
+  // SD/ModelScope's DDIM configuration: leading spacing, steps_offset 1, alpha_prod of "t = -1"
+  // is abar_0 (set_alpha_to_one false).
+  diffusion::DdimOptions o;
+  o.steps_offset = 1;
+  o.set_alpha_to_one = false;
+  diffusion::DdimSampler sampler(schedule, o);
+  const int64_t n = x.size(0);
+  auto ctx = torch::cat({cond, uncond.expand({n, uncond.size(1), uncond.size(2)})}, 0);
+  for (int64_t t : sampler.set_timesteps(steps)) {
+    auto out = unet->forward(torch::cat({x, x}, 0), torch::full({2 * n}, t, torch::TensorOptions().dtype(torch::kInt64).device(x.device())), ctx);
+    auto parts = out.to(torch::kFloat32).chunk(2, 0);
+    auto eps = parts[1] + guidance * (parts[0] - parts[1]);
+    x = sampler.step(eps, t, x).prev_sample;
+  }
+  return x;
+}
+
+namespace {
+// [N, C, T, H, W] latents -> per clip [T, 3, H', W'] pixels in [-1, 1] (CPU float32).
+std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torch::Tensor& latents) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = latents.size(0), c = latents.size(1), t = latents.size(2), h = latents.size(3), w = latents.size(4);
+  auto frames = latents.permute({0, 2, 1, 3, 4}).reshape({n * t, c, h, w}).contiguous();
+  auto px = ae.decode(frames).to(torch::kCPU, torch::kFloat32).clamp(-1, 1);
+  auto clips = px.reshape({n, t, px.size(1), px.size(2), px.size(3)});
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(clips[i].contiguous());
+  return out;
+}
+}  // namespace
+
+json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
+                      const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
+                      const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> mine;
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (static_cast<int>(i % static_cast<size_t>(ctx.world_size())) == ctx.rank()) {
+      mine.push_back(prompts[i]);
+      ids.push_back(static_cast<int64_t>(i));
+    }
+  json per_prompt = json::array();
+  if (!mine.empty()) {
+    std::vector<rng::Key> keys;
+    for (auto i : ids) keys.push_back(rng::key(opt.seed, "teacher_eval", static_cast<uint64_t>(i), "noise"));
+    auto x = diffusion::randn_per_sample(keys, opt.latent_shape, torch::TensorOptions().device(device));
+    auto cond = text.encode(mine).to(device);
+    auto uncond = text.encode({""}).to(device);
+    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps);
+    auto clips = decode_clips(ae, x0.to(torch::kCPU));
+    for (size_t i = 0; i < mine.size(); ++i) {
+      auto a = eval::analyse_clip(clips[i]);
+      auto want = eval::parse_caption(mine[i]);
+      per_prompt.push_back({{"prompt", mine[i]}, {"index", ids[i]}, {"colour", a.found.colour}, {"shape", a.found.shape},
+                            {"direction", a.found.direction}, {"ok_colour", a.found.colour == want.colour},
+                            {"ok_shape", a.found.shape == want.shape}, {"ok_direction", a.found.direction == want.direction}});
+    }
+  }
+  // Gather every rank's per-prompt results; score them in prompt order on every rank.
+  json all = json::array();
+  for (auto& part : ctx.allgather(per_prompt.dump()))
+    for (auto& e : json::parse(part)) all.push_back(e);
+  std::sort(all.begin(), all.end(), [](const json& a, const json& b) { return a["index"] < b["index"]; });
+  eval::FidelityScore score;
+  for (auto& e : all) {
+    eval::ClipAnalysis a;
+    a.found = {e["colour"], e["shape"], e["direction"]};
+    score.add(eval::parse_caption(e["prompt"]), a);
+  }
+  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"ddim_steps", opt.steps}, {"guidance", opt.guidance},
+          {"score", score.to_json()}, {"per_prompt", all}};
+}
+
+json analyser_on_data(models::FrameAutoencoder& ae, const torch::Tensor& latents, const std::vector<std::string>& captions) {
+  eval::FidelityScore score;
+  auto clips = decode_clips(ae, latents);
+  for (size_t i = 0; i < clips.size(); ++i) score.add(eval::parse_caption(captions[i]), eval::analyse_clip(clips[i]));
+  return score.to_json();
+}
+
+}  // namespace mcm::stages
