@@ -215,6 +215,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     lo.seed = seed;
     lo.stream = "teacher_loader";
     lo.prefetch = static_cast<int>(engine.prefetch);
+    lo.preload = engine.preload;
     lo.expect_latent = info.latent;
     lo.expect_text = info.text;
     train::LatentLoader loader(lo);

@@ -127,6 +127,9 @@ struct LatentLoader::Impl {
   int64_t perm_epoch = -1;
   std::vector<int64_t> perm;
   std::vector<uint16_t> half_row;  ///< one row as stored
+  /// With o.preload: every global row's latents and text (as stored), caption and key.
+  std::vector<uint16_t> mem_latent, mem_text;
+  std::vector<std::string> mem_caption, mem_key;
 
   void check_options();
   void build_index();
@@ -235,6 +238,26 @@ void LatentLoader::Impl::build_index() {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(checksum::hash64(id)));
   fingerprint = cat("xxh3:", hex);
+  if (o.preload) {
+    const int64_t ln = numel(latent), tn = numel(text);
+    mem_latent.resize(static_cast<size_t>(rows * ln));
+    mem_text.resize(static_cast<size_t>(rows * tn));
+    for (auto& sh : shards) {
+      try {
+        io::LatentShardReader r(sh.path);
+        auto caps = r.strings("caption"), keys = r.strings("key");
+        for (int64_t i = 0; i < sh.rows; ++i) {
+          const auto row = sh.first + i;
+          r.read_half_row("latents", static_cast<hsize_t>(i), mem_latent.data() + row * ln, static_cast<size_t>(ln));
+          r.read_half_row("text_emb", static_cast<hsize_t>(i), mem_text.data() + row * tn, static_cast<size_t>(tn));
+        }
+        mem_caption.insert(mem_caption.end(), caps.begin(), caps.end());
+        mem_key.insert(mem_key.end(), keys.begin(), keys.end());
+      } catch (const std::exception& e) {
+        throw IoError(cat(who, ": preload shard ", sh.path.string(), ": ", e.what()));
+      }
+    }
+  }
 }
 
 int64_t LatentLoader::Impl::pick_row(int64_t epoch, int64_t item) const {
@@ -270,6 +293,14 @@ Batch LatentLoader::Impl::produce(int64_t t, ReaderCache& cache) {
     auto it = std::upper_bound(shards.begin(), shards.end(), row, [](int64_t r, const Shard& s) { return r < s.first; });
     const size_t s = static_cast<size_t>(it - shards.begin()) - 1;
     const auto local = static_cast<hsize_t>(row - shards[s].first);
+    if (o.preload) {
+      widen(mem_latent.data() + row * ln, lp + i * ln, ln);
+      widen(mem_text.data() + row * tn, tp + i * tn, tn);
+      b.captions.push_back(mem_caption[static_cast<size_t>(row)]);
+      b.keys.push_back(mem_key[static_cast<size_t>(row)]);
+      b.sample_ids.push_back(b.epoch * n_items + pos);
+      continue;
+    }
     try {
       const auto& r = cache.get(s, shards[s].path);
       r.read_half_row("latents", local, half_row.data(), static_cast<size_t>(ln));

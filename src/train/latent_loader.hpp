@@ -31,6 +31,9 @@ struct LoaderOptions {
   /// Rows sharing a key within a shard (prep.clips_per_video > 1) form one item; each epoch picks
   /// one of its rows, drawn from (epoch, item).
   bool one_clip_per_key = true;
+  /// Read every row into memory once, at start (data sets that fit in RAM; every later batch is
+  /// a memory copy). The batches are the same either way.
+  bool preload = false;
   /// Expected per-sample latent shape, e.g. {C, T, H, W} (empty = no check).
   std::vector<int64_t> expect_latent;
   /// Expected text embedding shape {L, D} (empty = no check).

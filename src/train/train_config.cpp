@@ -17,6 +17,7 @@ void TrainSection::visit(config::FieldVisitor& v) {
   v("max_bad_steps", max_bad_steps);
   v("prefetch", prefetch);
   v("log_every", log_every);
+  v("preload", preload);
 }
 
 void TrainSection::validate(const config::Config&) const {

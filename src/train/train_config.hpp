@@ -21,6 +21,7 @@ struct TrainSection {
   int64_t max_bad_steps = 5;        ///< non-finite loss/gradient steps in a row before the run stops with an error
   int64_t prefetch = 4;             ///< micro-batches the loader reads ahead on its thread
   int64_t log_every = 10;           ///< steps between metrics.jsonl lines (and progress lines)
+  bool preload = false;             ///< read the whole latent data set into memory at start (small data sets)
 
   void visit(config::FieldVisitor& v);
   void validate(const config::Config& cfg) const;

@@ -92,23 +92,44 @@ class TeacherEngine(unittest.TestCase):
         return worst
 
     def test_same_global_batch_same_model(self):
-        # fp32 on CPU: only the summation order differs (per-rank means averaged vs one mean, and
-        # the all-reduce), a few ulp per step that Adam's normalisation can amplify for tiny
-        # gradients; 5 steps at lr 1e-3 stay within 1e-5 relative of the loss and 2e-5 absolute
-        # of the weights.
-        cases = {"no_accumulation": (["teacher.batch=4", "teacher.micro_batch=4"], ["teacher.batch=4", "teacher.micro_batch=2"]),
-                 "accumulation": (["teacher.batch=4", "teacher.micro_batch=1"], ["teacher.batch=4", "teacher.micro_batch=1"])}
-        for name, (one, two) in cases.items():
+        # Five runs of one global batch of 4, the same mathematics: 1 rank x 4, 1 rank x 2 x 2
+        # accumulation, 1 rank x 1 x 4, 2 ranks x 2, 2 ranks x 1 x 2 accumulation. They differ only in
+        # float summation order (per-micro-batch means, the all-reduce), about 1e-7 of a gradient,
+        # which Adam then amplifies wherever a gradient is near zero (an early update is about
+        # +-lr whatever the gradient's size). So the tolerance is relative to that floor: the 2-rank
+        # runs may differ from 1 rank x 4 by at most 10x the largest difference among the 1-rank
+        # runs (same float-order noise, no communication), and the first step's loss and gradient
+        # norm (before any update) agree to 1e-6.
+        sets = {"1x4": (1, 4), "1x2x2": (1, 2), "1x1x4": (1, 1), "2x2": (2, 2), "2x1x2": (2, 1)}
+        runs = {}
+        for name, (np_, micro) in sets.items():
+            d = self.fresh(f"gb-{name}")
+            teacher(d, ["teacher.batch=4", f"teacher.micro_batch={micro}", "teacher.steps=5"], np_=np_)
+            runs[name] = d
+        ref = weights(runs["1x4"])
+        diff = {}
+        for name, d in runs.items():
+            w = weights(d)
+            diff[name] = max(float(np.max(np.abs(ref[k] - w[k]))) for k in ref)
+        floor = max(diff["1x2x2"], diff["1x1x4"])
+        print("same global batch, max |w - w(1x4)| after 5 steps:", {n: f"{v:.3g}" for n, v in diff.items()})
+        first = {}
+        for name, d in runs.items():
+            with open(os.path.join(d, "teacher", "metrics.jsonl")) as f:
+                first[name] = json.loads(f.readline())
+        # The first gradient norm already carries the float-order noise (measured: ~1e-4 relative
+        # between the 1-rank variants: parameters whose exact gradient is ~0 under GroupNorm hold
+        # pure rounding), so it too is compared with the 1-rank spread.
+        norm_floor = max(abs(first[n]["grad_norm"] - first["1x4"]["grad_norm"]) for n in ("1x2x2", "1x1x4"))
+        for name in ("2x2", "2x1x2"):
             with self.subTest(name):
-                a, b = self.fresh(f"gb1-{name}"), self.fresh(f"gb2-{name}")
-                teacher(a, one + ["teacher.steps=5"])
-                teacher(b, two + ["teacher.steps=5"], np_=2)
-                la, lb = losses(a), losses(b)
-                self.assertEqual([s for s, _ in la], [s for s, _ in lb])
-                np.testing.assert_allclose([l for _, l in la], [l for _, l in lb], rtol=1e-5)
-                worst = self.assert_close(a, b, rtol=1e-4, atol=2e-5)
-                print(f"same global batch ({name}): max |w1 - w2| = {worst:.3g}")
-                self.assertEqual(latest(b, "teacher")["world_size"], 2)
+                self.assertLessEqual(diff[name], max(10 * floor, 1e-7))
+                m = first[name]
+                self.assertEqual(m["step"], 1)
+                self.assertAlmostEqual(m["loss"], first["1x4"]["loss"], delta=1e-6 * abs(first["1x4"]["loss"]))
+                self.assertLessEqual(abs(m["grad_norm"] - first["1x4"]["grad_norm"]), max(10 * norm_floor, 1e-7))
+                np.testing.assert_allclose([l for _, l in losses(runs[name])], [l for _, l in losses(runs["1x4"])], rtol=1e-4)
+        self.assertEqual(latest(runs["2x2"], "teacher")["world_size"], 2)
 
     def test_sigkill_resume_is_bitwise(self):
         sets = ["teacher.steps=8", "teacher.batch=4", "teacher.micro_batch=2", "train.checkpoint_every=2",

@@ -273,6 +273,19 @@ TEST(LatentLoader, PrefetchNeverChangesResults) {
   expect_same_batches(runs[0], runs[2], "prefetch 0 vs 4");
 }
 
+TEST(LatentLoader, PreloadServesTheSameBatches) {
+  auto d = test::scratch();
+  auto shards = test::write_shards(d, "video", {6, 6}, {4, 2, 3, 3}, 3, 4, 2);
+  std::vector<std::vector<Batch>> runs;
+  for (bool pre : {false, true}) {
+    auto o = options(shards, 2, 1);
+    o.preload = pre;
+    LatentLoader l(o);
+    runs.push_back(take(l, 20));
+  }
+  expect_same_batches(runs[0], runs[1], "HDF5 vs preloaded");
+}
+
 TEST(LatentLoader, RestoreContinuesExactly) {
   auto d = test::scratch();
   auto shards = test::write_shards(d, "video", {5, 7, 4});  // 16 items, G 4, micro 2: 8 per epoch
