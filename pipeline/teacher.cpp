@@ -191,7 +191,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   unet->train();
   train::configure_torch(engine, seed, "teacher", ctx.rank(), device);
 
-  diffusion::NoiseSchedule schedule;
+  diffusion::NoiseSchedule schedule(teacher_schedule(tc));
   train::TrainerSpec spec;
   spec.stage = "teacher";
   spec.dir = out;
@@ -223,7 +223,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
       log::info("teacher: ", loader.items(), " clips, global batch ", tc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
                 tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, UNet3D ",
                 spec.params.size(), " tensors");
-    train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, seed, device));
+    train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, diffusion::parse_prediction(tc.prediction), seed, device));
     res = trainer.run();
     if (res.stop_signal == 0 && trainer.ema()) {
       torch::NoGradGuard no_grad;
@@ -238,6 +238,9 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   unet->eval();
   if (ctx.is_root()) {
     models::save_unet3d(unet, out / "unet");
+    fs::make_dirs(out / "scheduler");
+    fs::write_atomic(out / "scheduler" / "scheduler_config.json", teacher_scheduler_config(tc).dump(2) + "\n");
+    stage.record_output(out / "scheduler" / "scheduler_config.json", {{"kind", "teacher_scheduler"}});
     stage.record_output(config_file, {{"kind", "teacher_config"}});
     stage.record_output(weights, {{"kind", "teacher_weights"}, {"steps", res.step}});
     stage.record_output(out / "metrics.jsonl", {{"kind", "metrics"}});
@@ -252,6 +255,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     fo.guidance = tc.eval_guidance;
     fo.seed = seed;
     fo.latent_shape = info.latent;
+    fo.ddim = teacher_ddim(tc);
     autoencoder->place(device, torch::kFloat32);
     text_encoder->place(device, torch::kFloat32);
     auto prompts = held_out_prompts(tc.eval_prompts, seed, info.captions);

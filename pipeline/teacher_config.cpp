@@ -7,6 +7,8 @@ namespace mcm::stages {
 void TeacherSection::visit(config::FieldVisitor& v) {
   optim.visit(v);
   v("caption_dropout", caption_dropout);
+  v("prediction", prediction);
+  v("zero_terminal_snr", zero_terminal_snr);
   v("channels", channels);
   v("levels", levels);
   v("cross_attention_levels", cross_attention_levels);
@@ -22,6 +24,9 @@ void TeacherSection::validate(const config::Config&) const {
   optim.validate("teacher");
   require<ConfigError>(caption_dropout >= 0 && caption_dropout < 1, "teacher.caption_dropout = ", caption_dropout,
                        ": must be in [0, 1)");
+  config::require_one_of(prediction, "teacher.prediction", {"epsilon", "v_prediction"});
+  require<ConfigError>(!zero_terminal_snr || prediction == "v_prediction", "teacher.zero_terminal_snr = true needs ",
+                       "teacher.prediction = \"v_prediction\" (epsilon is undefined at zero SNR)");
   config::require_positive(channels, "teacher.channels");
   require<ConfigError>(levels >= 1 && levels <= 4, "teacher.levels = ", levels, ": must be in 1..4");
   require<ConfigError>(cross_attention_levels >= 0 && cross_attention_levels <= levels, "teacher.cross_attention_levels = ",

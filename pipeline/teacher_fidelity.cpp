@@ -24,21 +24,17 @@ std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::s
 }
 
 torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
-                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps) {
+                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
+                              const diffusion::DdimOptions& ddim) {
   torch::NoGradGuard no_grad;
-  // SD/ModelScope's DDIM configuration: leading spacing, steps_offset 1, alpha_prod of "t = -1"
-  // is abar_0 (set_alpha_to_one false).
-  diffusion::DdimOptions o;
-  o.steps_offset = 1;
-  o.set_alpha_to_one = false;
-  diffusion::DdimSampler sampler(schedule, o);
+  diffusion::DdimSampler sampler(schedule, ddim);
   const int64_t n = x.size(0);
   auto ctx = torch::cat({cond, uncond.expand({n, uncond.size(1), uncond.size(2)})}, 0);
   for (int64_t t : sampler.set_timesteps(steps)) {
     auto out = unet->forward(torch::cat({x, x}, 0), torch::full({2 * n}, t, torch::TensorOptions().dtype(torch::kInt64).device(x.device())), ctx);
     auto parts = out.to(torch::kFloat32).chunk(2, 0);
-    auto eps = parts[1] + guidance * (parts[0] - parts[1]);
-    x = sampler.step(eps, t, x).prev_sample;
+    auto guided = parts[1] + guidance * (parts[0] - parts[1]);
+    x = sampler.step(guided, t, x).prev_sample;
   }
   return x;
 }
@@ -75,7 +71,7 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
     auto x = diffusion::randn_per_sample(keys, opt.latent_shape, torch::TensorOptions().device(device));
     auto cond = text.encode(mine).to(device);
     auto uncond = text.encode({""}).to(device);
-    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps);
+    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps, opt.ddim);
     auto clips = decode_clips(ae, x0.to(torch::kCPU));
     for (size_t i = 0; i < mine.size(); ++i) {
       auto a = eval::analyse_clip(clips[i]);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "diffusion/samplers.hpp"
 #include "diffusion/schedule.hpp"
 #include "dist/dist_context.hpp"
 #include "models/encoders.hpp"
@@ -22,6 +23,7 @@ struct FidelityOptions {
   int64_t steps = 50;       ///< DDIM steps
   double guidance = 5.0;    ///< classifier-free guidance scale
   uint64_t seed = 0;        ///< run seed (prompts and initial noise come from it)
+  diffusion::DdimOptions ddim;  ///< the teacher's sampler settings (prediction type, spacing)
   std::vector<int64_t> latent_shape;  ///< [C, T, H, W]
 };
 
@@ -29,9 +31,11 @@ struct FidelityOptions {
 /// skipping any caption in `training_captions`.
 std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::set<std::string>& training_captions);
 
-/// DDIM with classifier-free guidance from noise x_T: eps = eps_u + w (eps_c - eps_u) per step.
+/// DDIM with classifier-free guidance from noise x_T: out = out_u + w (out_c - out_u) per step
+/// (on the model output, eps or v, as diffusers' pipelines do).
 torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
-                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps);
+                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
+                              const diffusion::DdimOptions& ddim);
 
 /// Collective: prompts are dealt to ranks (prompt i to rank i % world), scores summed. Returns
 /// {"prompts", "samples": FidelityScore json, "per_prompt": [...]} on every rank.

@@ -27,7 +27,7 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
 }
 
 train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
-                           double caption_dropout, uint64_t seed, torch::Device device) {
+                           double caption_dropout, diffusion::Prediction prediction, uint64_t seed, torch::Device device) {
   return [=, &schedule](const train::Batch& b, int64_t) mutable {
     const int64_t n = b.latents.size(0);
     const int64_t T = schedule.num_train_timesteps();
@@ -48,9 +48,38 @@ train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& 
     auto xt = schedule.add_noise(x0, eps, t);
     auto pred = unet->forward(xt, t, text.to(device));
     train::LossTerms lt;
-    lt.loss = torch::mse_loss(pred.to(torch::kFloat32), eps);
+    auto target = prediction == diffusion::Prediction::v_prediction ? schedule.velocity(x0, eps, t) : eps;
+    lt.loss = torch::mse_loss(pred.to(torch::kFloat32), target);
     return lt;
   };
+}
+
+diffusion::ScheduleOptions teacher_schedule(const TeacherSection& t) {
+  diffusion::ScheduleOptions o;
+  o.rescale_zero_terminal_snr = t.zero_terminal_snr;
+  return o;
+}
+
+diffusion::DdimOptions teacher_ddim(const TeacherSection& t) {
+  diffusion::DdimOptions o;
+  o.prediction = diffusion::parse_prediction(t.prediction);
+  o.set_alpha_to_one = false;
+  if (t.zero_terminal_snr) {
+    o.timestep_spacing = "trailing";
+  } else {
+    o.steps_offset = 1;
+  }
+  return o;
+}
+
+nlohmann::json teacher_scheduler_config(const TeacherSection& t) {
+  auto d = teacher_ddim(t);
+  auto s = teacher_schedule(t);
+  return {{"_class_name", "DDIMScheduler"}, {"num_train_timesteps", s.num_train_timesteps}, {"beta_start", s.beta_start},
+          {"beta_end", s.beta_end}, {"beta_schedule", s.beta_schedule}, {"prediction_type", t.prediction},
+          {"rescale_betas_zero_snr", s.rescale_zero_terminal_snr}, {"clip_sample", false},
+          {"set_alpha_to_one", d.set_alpha_to_one}, {"steps_offset", d.steps_offset},
+          {"timestep_spacing", d.timestep_spacing}};
 }
 
 }  // namespace mcm::stages

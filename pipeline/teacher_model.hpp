@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "diffusion/samplers.hpp"
 #include "diffusion/schedule.hpp"
 #include "models/unet3d.hpp"
 #include "pipeline/teacher_config.hpp"
@@ -15,9 +16,18 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
 
 /// The denoising loss of one micro-batch: per sample (named by its rank-independent id) a
 /// timestep t ~ U{0..T-1}, noise eps, and with probability `caption_dropout` the empty caption;
-/// loss = mean((unet(x_t, t, c) - eps)^2). Every draw comes from rng streams keyed by
+/// loss = mean((unet(x_t, t, c) - target)^2), target eps or v (`prediction`). Every draw comes from rng streams keyed by
 /// (seed, "teacher", sample id), so the loss does not depend on how samples are split over ranks.
 train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
-                           double caption_dropout, uint64_t seed, torch::Device device);
+                           double caption_dropout, diffusion::Prediction prediction, uint64_t seed, torch::Device device);
+
+/// The teacher's noise schedule: SD/ModelScope's scaled_linear betas, rescaled to zero terminal
+/// SNR when the config says so.
+diffusion::ScheduleOptions teacher_schedule(const TeacherSection& t);
+/// Its DDIM sampler settings: SD's (leading spacing, steps_offset 1, set_alpha_to_one false), or
+/// trailing spacing at zero terminal SNR (Lin et al.), with the prediction type.
+diffusion::DdimOptions teacher_ddim(const TeacherSection& t);
+/// The same as diffusers' DDIMScheduler scheduler_config.json.
+nlohmann::json teacher_scheduler_config(const TeacherSection& t);
 
 }  // namespace mcm::stages

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up, builds, then runs the embedded pipeline on configs/tiny.toml into runs/tiny:
-# synth (1 rank), prep (2 ranks under mpirun), then verifies the run's manifest.
+# synth (1 rank), prep and teacher (2 ranks under mpirun), then verifies the run's manifest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,5 +11,7 @@ echo "[quickstart] synth -> $RUN/data"
 build/mcm synth --config configs/tiny.toml --set run.dir="$RUN"
 echo "[quickstart] prep on 2 ranks -> $RUN/prep"
 mpirun -n 2 build/mcm prep --config configs/tiny.toml --set run.dir="$RUN"
+echo "[quickstart] teacher on 2 ranks -> $RUN/teacher (a few minutes on 2 cores)"
+mpirun -n 2 build/mcm teacher --config configs/tiny.toml --set run.dir="$RUN"
 build/mcm manifest verify "$RUN"
 build/mcm manifest show "$RUN" | head -40

@@ -103,6 +103,11 @@ torch::Tensor NoiseSchedule::add_noise(const torch::Tensor& x0, const torch::Ten
   return a.sqrt() * x0 + (1 - a).sqrt() * eps;
 }
 
+torch::Tensor NoiseSchedule::velocity(const torch::Tensor& x0, const torch::Tensor& eps, const torch::Tensor& t) const {
+  auto a = factor_for(abar(t), x0).to(x0.scalar_type());
+  return a.sqrt() * eps - (1 - a).sqrt() * x0;
+}
+
 torch::Tensor NoiseSchedule::add_noise(const torch::Tensor& x0, const torch::Tensor& eps, int64_t t) const {
   auto a = abar(t).to(x0.dtype());
   return a.sqrt() * x0 + (1 - a).sqrt() * eps;

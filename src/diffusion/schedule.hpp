@@ -50,6 +50,9 @@ class NoiseSchedule {
   /// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, per sample (Note [per-sample timesteps]).
   torch::Tensor add_noise(const torch::Tensor& x0, const torch::Tensor& eps, const torch::Tensor& t) const;
   torch::Tensor add_noise(const torch::Tensor& x0, const torch::Tensor& eps, int64_t t) const;
+  /// The v-prediction target sqrt(abar_t) eps - sqrt(1 - abar_t) x0, per sample (diffusers'
+  /// get_velocity).
+  torch::Tensor velocity(const torch::Tensor& x0, const torch::Tensor& eps, const torch::Tensor& t) const;
   /// x0 from a model output at timesteps t (epsilon, sample or v prediction), per sample.
   torch::Tensor predict_x0(const torch::Tensor& model_out, const torch::Tensor& x_t, const torch::Tensor& t, Prediction p) const;
   torch::Tensor predict_x0(const torch::Tensor& model_out, const torch::Tensor& x_t, int64_t t, Prediction p) const;

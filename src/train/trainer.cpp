@@ -283,6 +283,7 @@ TrainResult Trainer::run() {
     double loss_sum = 0;
     std::map<std::string, double> terms_sum;
     for (int64_t micro = 0; micro < accum; ++micro) {
+      comm_->set_phase("data");
       auto t0 = Clock::now();
       Batch batch = loader_.next();
       t_data += since(t0);
@@ -290,6 +291,7 @@ TrainResult Trainer::run() {
                          " micro ", batch.micro, " where step ", step, " micro ", micro, " was expected");
       const bool sync = micro == accum - 1;
       if (reducer_) reducer_->prepare(sync);
+      comm_->set_phase("forward");
       t0 = Clock::now();
       LossTerms lt;
       {
@@ -299,12 +301,14 @@ TrainResult Trainer::run() {
       require<DataError>(lt.loss.defined() && lt.loss.numel() == 1, spec_.stage, ": the loss function returned no scalar");
       auto scaled = lt.loss.to(torch::kFloat32) * (scaler_.scale() / static_cast<double>(accum));
       t_fwd += since(t0);
+      comm_->set_phase("backward");
       t0 = Clock::now();
       scaled.backward();
       t_bwd += since(t0);
       loss_sum += lt.loss.detach().to(torch::kFloat64).item<double>();
       for (auto& [k, v] : lt.logged) terms_sum[k] += v;
     }
+    comm_->set_phase("gradient all-reduce");
     auto t0 = Clock::now();
     if (reducer_) reducer_->finish();
     // One small collective per step: the global mean of the loss terms and the stop vote.
@@ -321,6 +325,7 @@ TrainResult Trainer::run() {
     const bool stop = sv[static_cast<int64_t>(stats.size()) - 1] > 0;
     t_comm += since(t0);
 
+    comm_->set_phase("optimizer");
     t0 = Clock::now();
     if (scaler_.enabled()) scale_grads(spec_.params, 1.0 / scaler_.scale());
     const double norm = grad_norm(spec_.params);
@@ -376,7 +381,10 @@ TrainResult Trainer::run() {
       log::debug(spec_.stage, ": step ", step, " loss ", loss, " lr ", lr, " grad norm ", norm);
     }
     progress.add(1);
-    if (step % spec_.engine.checkpoint_every == 0 || step == steps || stop) checkpoint(step);
+    if (step % spec_.engine.checkpoint_every == 0 || step == steps || stop) {
+      comm_->set_phase("checkpoint");
+      checkpoint(step);
+    }
     if (stop) {
       res.stop_signal = stop_signals.pending() != 0 ? stop_signals.pending() : SIGTERM;
       if (ctx_.is_root())

@@ -27,7 +27,7 @@ REAL = os.path.join(SRC, "tests", "data", "real", "video2dataset-sample.tar")
 ALL_BROKEN = ["corrupt_mp4", "short_clip", "missing_caption", "bad_utf8_caption", "no_media",
               "zero_byte_jpg", "truncated_jpg", "truncated_tar"]
 # Small but real: fewer samples than tiny.toml so the suite stays fast.
-SMALL = ["synth.videos=16", "synth.images=8", "synth.image_shards=2"]
+SMALL = ["synth.videos=16", "synth.images=8", "synth.image_shards=2", "prep.clips_per_video=1"]
 
 
 def mcm(args, run_dir, sets=(), np_=1, check=True):
@@ -136,8 +136,8 @@ class Pipeline(unittest.TestCase):
         mcm(["prep"], d, SMALL)
         with h5py.File(os.path.join(d, "prep", "video-00000.h5"), "r") as f:
             self.assertEqual(f["latents"].dtype, np.float16)
-            self.assertEqual(f["latents"].shape[1:], (48, 8, 8, 8))  # C = 3*4*4, T = 8, 32/4
-            self.assertEqual(f["latents"].chunks, (1, 48, 8, 8, 8))   # one chunk per clip
+            self.assertEqual(f["latents"].shape[1:], (12, 8, 8, 8))  # C = 3*2*2, T = 8, 16/2
+            self.assertEqual(f["latents"].chunks, (1, 12, 8, 8, 8))   # one chunk per clip
             self.assertEqual(f["text_emb"].shape[1:], (16, 64))
             self.assertEqual(f.attrs["frame_stride"], 2)
             self.assertEqual(f.attrs["num_frames"], 8)
@@ -147,7 +147,7 @@ class Pipeline(unittest.TestCase):
             self.assertGreaterEqual(lat.min(), -1.001)
             self.assertLessEqual(lat.max(), 1.001)
         with h5py.File(os.path.join(d, "prep", "image-00000.h5"), "r") as f:
-            self.assertEqual(f["latents"].shape[1:], (48, 8, 8))
+            self.assertEqual(f["latents"].shape[1:], (12, 8, 8))
         with tarfile.open(os.path.join(d, "data", "videos", "00000.tar")) as t:
             names = t.getnames()
             self.assertEqual(names[:3], ["000000000.mp4", "000000000.txt", "000000000.json"])
@@ -168,7 +168,7 @@ class Pipeline(unittest.TestCase):
 
     def test_planted_broken_samples_are_skipped_and_counted(self):
         d = self.run_dir("broken")
-        sets = ["synth.broken=" + json.dumps(ALL_BROKEN)]
+        sets = ["synth.broken=" + json.dumps(ALL_BROKEN), "synth.videos=48", "prep.clips_per_video=1"]
         mcm(["synth"], d, sets)
         p = mcm(["prep"], d, sets, np_=2)
         rec = latest(d, "prep")
@@ -226,7 +226,8 @@ class Pipeline(unittest.TestCase):
 
     def test_killed_prep_loses_nothing_and_resumes(self):
         d = self.run_dir("killed")
-        sets = ["synth.videos=96", "synth.video_shards=8", "synth.images=0", "prep.encode_images=false"]
+        sets = ["synth.videos=96", "synth.video_shards=8", "synth.images=0", "prep.encode_images=false",
+                "prep.clips_per_video=1"]
         mcm(["synth"], d, sets)
         # Die by SIGKILL right after the 3rd committed shard (fault injection in StageRun; each
         # shard records its skip log, then itself: 6 outputs).
@@ -338,7 +339,7 @@ class Pipeline(unittest.TestCase):
         d = self.run_dir("real")
         mcm(["synth"], d, SMALL)  # for the text encoder's vocabulary
         sets = [f"prep.videos={REAL}", "prep.frames=16", "prep.stride=8", "prep.resolution=64",
-                "prep.encode_images=false", "prep.crop=\"random_resized\""]
+                "prep.encode_images=false", "prep.crop=\"random_resized\"", "prep.clips_per_video=1"]
         p = mcm(["prep"], d, sets)
         rec = latest(d, "prep")
         self.assertEqual(rec["counts"]["clips_written"], 3)
@@ -361,7 +362,7 @@ class Pipeline(unittest.TestCase):
             subprocess.run([sys.executable, os.path.join(SRC, "tests", "models", "make_tiny_pipeline.py"), pipe],
                            check=True, capture_output=True)
         sets = [f"prep.videos={REAL}", "prep.frames=8", "prep.stride=2", "prep.resolution=32",
-                "prep.encode_images=false", "models.autoencoder.kind=\"autoencoder_kl\"",
+                "prep.encode_images=false", "prep.clips_per_video=1", "models.autoencoder.kind=\"autoencoder_kl\"",
                 f"models.autoencoder.path=\"{pipe}/vae\"", "models.text_encoder.kind=\"clip\"",
                 f"models.text_encoder.path=\"{pipe}/text_encoder/\""]  # trailing slash on purpose
         mcm(["prep"], d, sets)

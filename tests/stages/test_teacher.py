@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -121,6 +122,10 @@ class TeacherEngine(unittest.TestCase):
         # between the 1-rank variants: parameters whose exact gradient is ~0 under GroupNorm hold
         # pure rounding), so it too is compared with the 1-rank spread.
         norm_floor = max(abs(first[n]["grad_norm"] - first["1x4"]["grad_norm"]) for n in ("1x2x2", "1x1x4"))
+        ref_losses = np.array([l for _, l in losses(runs["1x4"])])
+        loss_diff = lambda n: float(np.max(np.abs(np.array([l for _, l in losses(runs[n])]) - ref_losses)))
+        loss_floor = max(loss_diff("1x2x2"), loss_diff("1x1x4"))
+        print("same global batch, max |loss - loss(1x4)| over 5 steps:", {n: f"{loss_diff(n):.3g}" for n in runs})
         for name in ("2x2", "2x1x2"):
             with self.subTest(name):
                 self.assertLessEqual(diff[name], max(10 * floor, 1e-7))
@@ -128,7 +133,7 @@ class TeacherEngine(unittest.TestCase):
                 self.assertEqual(m["step"], 1)
                 self.assertAlmostEqual(m["loss"], first["1x4"]["loss"], delta=1e-6 * abs(first["1x4"]["loss"]))
                 self.assertLessEqual(abs(m["grad_norm"] - first["1x4"]["grad_norm"]), max(10 * norm_floor, 1e-7))
-                np.testing.assert_allclose([l for _, l in losses(runs[name])], [l for _, l in losses(runs["1x4"])], rtol=1e-4)
+                self.assertLessEqual(loss_diff(name), max(10 * loss_floor, 1e-7))
         self.assertEqual(latest(runs["2x2"], "teacher")["world_size"], 2)
 
     def test_sigkill_resume_is_bitwise(self):
