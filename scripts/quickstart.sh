@@ -11,7 +11,7 @@ echo "[quickstart] synth -> $RUN/data"
 build/mcm synth --config configs/tiny.toml --set run.dir="$RUN"
 echo "[quickstart] prep on 2 ranks -> $RUN/prep"
 mpirun -n 2 build/mcm prep --config configs/tiny.toml --set run.dir="$RUN"
-echo "[quickstart] teacher on 2 ranks -> $RUN/teacher (a few minutes on 2 cores)"
+echo "[quickstart] teacher on 2 ranks -> $RUN/teacher (about 20 minutes on 2 cores)"
 mpirun -n 2 build/mcm teacher --config configs/tiny.toml --set run.dir="$RUN"
 build/mcm manifest verify "$RUN"
 build/mcm manifest show "$RUN" | head -40
