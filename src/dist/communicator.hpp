@@ -2,6 +2,12 @@
 // (MPI for CPU tensors, NCCL for CUDA tensors), chosen from a table in communicator.cpp.
 // No silent hangs: every wait polls against CommOptions::timeout_s and a timeout names the
 // stalled peer from the heartbeat files (watchdog.hpp).
+//
+// Note [why not c10d]: the torch wheel ships c10d (ProcessGroupNCCL, the DDP Reducer). We use our
+// own because c10d bootstraps through a c10d Store (a TCPStore port and rendezvous beside the MPI
+// job we already have), its C++ headers (torch/csrc/distributed) are not a stable API, and its
+// Reducer is built around ProcessGroup and Python-side DDP; ours is one bootstrap over MPI and
+// one timeout/heartbeat path for both backends, and the same reducer serves MPI and NCCL.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
