@@ -9,7 +9,8 @@
 #include "core/build_info.hpp"
 #include "core/error.hpp"
 #include "dist/communicator.hpp"
-#include "dist_test_main.hpp"
+#include "../mpi_test_main.hpp"
+#include "core/fs.hpp"
 
 using namespace mcm;
 using mcm::test::dist_ctx;
@@ -160,7 +161,7 @@ void timeout_case(bool heartbeats) {
   comm->barrier("resync");  // drives rank 0's abandoned collective to completion
   comm.reset();             // its last heartbeat is written before the folder goes
   ctx.barrier();
-  if (heartbeats && ctx.is_root()) test::remove_flat_dir(o.heartbeat_dir);
+  if (heartbeats && ctx.is_root()) fs::remove_tree(o.heartbeat_dir);
 }
 
 TEST(MpiCommunicator, TimeoutNamesThePeerFromHeartbeats) { timeout_case(true); }

@@ -8,7 +8,7 @@
 #include "core/error.hpp"
 #include "dist/communicator.hpp"
 #include "dist/reducer.hpp"
-#include "dist_test_main.hpp"
+#include "../mpi_test_main.hpp"
 #include "tiny_net.hpp"
 #if MCM_WITH_NCCL
 #include "dist/nccl_comm.hpp"

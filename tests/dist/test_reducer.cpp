@@ -5,7 +5,7 @@
 
 #include "core/error.hpp"
 #include "dist/reducer.hpp"
-#include "dist_test_main.hpp"
+#include "../mpi_test_main.hpp"
 #include "tiny_net.hpp"
 
 using namespace mcm;

@@ -6,7 +6,8 @@
 #include <thread>
 
 #include "dist/watchdog.hpp"
-#include "dist_test_main.hpp"
+#include "../mpi_test_main.hpp"
+#include "core/fs.hpp"
 
 using namespace mcm::dist;
 
@@ -78,7 +79,7 @@ TEST(Watchdog, LivenessWritesAndUpdatesItsHeartbeatFile) {
   ASSERT_TRUE(hb.has_value());
   EXPECT_EQ(hb->op, "exited");
   EXPECT_FALSE(read_heartbeat(dir, 9).has_value());
-  mcm::test::remove_flat_dir(dir);
+  mcm::fs::remove_tree(dir);
 }
 
 TEST(Watchdog, WithoutFolderThePeersAreUnknown) {

@@ -6,25 +6,15 @@
 #include <algorithm>
 #include <sstream>
 
+#include "../mpi_test_main.hpp"
+#include "core/fs.hpp"
 #include "dist/dist_context.hpp"
 #include "shard_fixture.hpp"
 #include "train/latent_loader.hpp"
 
 using namespace mcm;
-static dist::DistContext* g_ctx = nullptr;
 
 namespace {
-
-// A folder shared by the ranks: rank 0 makes it fresh, the others wait at the barrier.
-std::filesystem::path shared_dir(const dist::DistContext& c, const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / "mcm-tests" / name;
-  if (c.is_root()) {
-    std::string cmd = "rm -rf '" + p.string() + "'";  // not remove_all: see tests/test_util.hpp
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << cmd;
-    std::filesystem::create_directories(p);
-  }
-  return p;
-}
 
 std::string join(const std::vector<int64_t>& v) {
   std::ostringstream os;
@@ -42,8 +32,8 @@ std::vector<int64_t> split(const std::string& s) {
 }  // namespace
 
 TEST(LatentLoaderMpi, RanksPartitionEveryGlobalBatch) {
-  auto& c = *g_ctx;
-  auto dir = shared_dir(c, "LatentLoaderMpi");
+  auto& c = test::dist_ctx();
+  auto dir = test::shared_temp_dir("LatentLoaderMpi");
   std::vector<std::filesystem::path> shards;
   if (c.is_root()) shards = test::write_shards(dir, "video", {7, 6, 5}, {4, 2, 3, 3}, 3, 4, 2);  // 9 items
   c.barrier();
@@ -103,22 +93,5 @@ TEST(LatentLoaderMpi, RanksPartitionEveryGlobalBatch) {
     EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a sample on two ranks";
   }
   c.barrier();
-}
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  int rc;
-  {
-    dist::DistContext ctx(&argc, &argv);
-    g_ctx = &ctx;
-    if (!ctx.is_root()) {
-      auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-      delete listeners.Release(listeners.default_result_printer());
-    }
-    rc = RUN_ALL_TESTS();
-    std::vector<int64_t> v{rc != 0};
-    ctx.allreduce_sum(v);
-    rc = v[0] != 0;
-  }
-  return rc;
+  if (c.is_root()) fs::remove_tree(dir);
 }

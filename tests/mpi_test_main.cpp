@@ -1,5 +1,5 @@
-// Own main for the MPI gtest binaries of tests/dist: see dist_test_main.hpp.
-#include "dist_test_main.hpp"
+// Own main for the MPI gtest binaries (tests/dist, tests/train): see mpi_test_main.hpp.
+#include "mpi_test_main.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "core/fs.hpp"
 
 namespace mcm::test {
 namespace {
@@ -43,10 +42,6 @@ std::filesystem::path shared_temp_dir(const std::string& tag) {
     dir = templ;
   }
   return g_ctx->broadcast(dir);
-}
-void remove_flat_dir(const std::filesystem::path& dir) {
-  for (const auto& name : fs::list_dir(dir)) fs::remove_file(dir / name);
-  ::rmdir(dir.c_str());
 }
 }  // namespace mcm::test
 
