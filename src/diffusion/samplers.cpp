@@ -45,16 +45,22 @@ const std::vector<int64_t>& DdimSampler::set_timesteps(int64_t steps) {
   return timesteps_;
 }
 
-StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::Tensor& x) const {
+StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::Tensor& x, const torch::Tensor& noise) const {
   require<DataError>(steps_ > 0, "DDIM step before set_timesteps");
   const int64_t prev = t - schedule_.num_train_timesteps() / steps_;
+  auto a_t = schedule_.abar(t);
   auto a_prev = prev >= 0 ? schedule_.abar(prev) : final_abar_;
   auto x0 = schedule_.predict_x0(out, x, t, opt_.prediction);
   auto eps = schedule_.predict_eps(out, x, t, opt_.prediction);  // from the unclipped x0, as diffusers
   if (opt_.clip_sample) x0 = x0.clamp(-opt_.clip_sample_range, opt_.clip_sample_range);
-  // eta = 0: no variance term; the direction uses (1 - abar_prev - 0)^0.5.
-  auto direction = (1 - a_prev).pow(0.5) * eps;
-  return {a_prev.pow(0.5) * x0 + direction, x0};
+  if (opt_.eta == 0) return {a_prev.pow(0.5) * x0 + (1 - a_prev).pow(0.5) * eps, x0};
+  require<DataError>(noise.defined() && noise.sizes() == x.sizes(), "DDIM step with eta = ", opt_.eta,
+                     " needs noise shaped like the sample");
+  // sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)) (DDIM eq. 16).
+  auto variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev);
+  auto std_dev = opt_.eta * variance.pow(0.5);
+  auto direction = (1 - a_prev - std_dev * std_dev).pow(0.5) * eps;
+  return {a_prev.pow(0.5) * x0 + direction + std_dev * noise, x0};
 }
 
 LcmSampler::LcmSampler(const NoiseSchedule& schedule, LcmOptions opt) : schedule_(schedule), opt_(std::move(opt)) {

@@ -1,4 +1,4 @@
-// Samplers over a NoiseSchedule, matching diffusers' DDIMScheduler (eta 0) and LCMScheduler:
+// Samplers over a NoiseSchedule, matching diffusers' DDIMScheduler (any eta) and LCMScheduler:
 // the same timestep lists for every spacing and the same per-step arithmetic in float32.
 #pragma once
 #include <torch/torch.h>
@@ -16,6 +16,9 @@ struct DdimOptions {
   bool clip_sample = false;
   double clip_sample_range = 1.0;
   Prediction prediction = Prediction::epsilon;
+  /// Share of DDPM's posterior noise re-injected per step (diffusers' `eta`): 0 is the
+  /// deterministic DDIM ODE, 1 the ancestral DDPM sampler on the same timesteps.
+  double eta = 0.0;
 };
 
 struct StepResult {
@@ -23,15 +26,17 @@ struct StepResult {
   torch::Tensor denoised;     ///< predicted x0 (DDIM) or the consistency output (LCM)
 };
 
-/// Deterministic DDIM (eta = 0).
+/// DDIM: deterministic at eta = 0, stochastic (fresh noise each step) at eta > 0.
 class DdimSampler {
  public:
   DdimSampler(const NoiseSchedule& schedule, DdimOptions opt = {});
   /// Sets and returns the timesteps for `steps` inference steps (descending).
   const std::vector<int64_t>& set_timesteps(int64_t steps);
   const std::vector<int64_t>& timesteps() const { return timesteps_; }
-  /// One step from timestep t (one of timesteps()) given the model output there.
-  StepResult step(const torch::Tensor& model_out, int64_t t, const torch::Tensor& sample) const;
+  /// One step from timestep t (one of timesteps()) given the model output there. `noise`
+  /// (standard normal, shaped like sample) is required when eta > 0 and ignored otherwise.
+  StepResult step(const torch::Tensor& model_out, int64_t t, const torch::Tensor& sample,
+                  const torch::Tensor& noise = {}) const;
 
  private:
   const NoiseSchedule& schedule_;

@@ -31,26 +31,33 @@ for sched in ("scaled_linear", "linear"):
         put(f"abar/{sched}/{int(rescale)}", s.alphas_cumprod)
 
 g = torch.Generator().manual_seed(0)
-for spacing, offset, steps, pred, clip in [("leading", 1, 50, "epsilon", False), ("leading", 0, 7, "epsilon", False),
-                                           ("trailing", 0, 8, "epsilon", False), ("trailing", 0, 3, "v_prediction", False),
-                                           ("linspace", 0, 10, "epsilon", True), ("linspace", 0, 1, "sample", False),
-                                           ("trailing", 0, 999, "epsilon", False), ("leading", 1, 1, "epsilon", False)]:
-    name = f"ddim/{spacing}/{offset}/{steps}/{pred}/{int(clip)}"
+for spacing, offset, steps, pred, clip, eta in [
+        ("leading", 1, 50, "epsilon", False, 0.0), ("leading", 0, 7, "epsilon", False, 0.0),
+        ("trailing", 0, 8, "epsilon", False, 0.0), ("trailing", 0, 3, "v_prediction", False, 0.0),
+        ("linspace", 0, 10, "epsilon", True, 0.0), ("linspace", 0, 1, "sample", False, 0.0),
+        ("trailing", 0, 999, "epsilon", False, 0.0), ("leading", 1, 1, "epsilon", False, 0.0),
+        ("trailing", 0, 10, "v_prediction", False, 1.0), ("leading", 1, 6, "epsilon", False, 0.5)]:
+    name = f"ddim/{spacing}/{offset}/{steps}/{pred}/{int(clip)}" + (f"/eta{eta}" if eta else "")
     s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=clip,
                       set_alpha_to_one=False, steps_offset=offset, timestep_spacing=spacing, prediction_type=pred)
     s.set_timesteps(steps)
     x = torch.randn(SHAPE, generator=g)
     put(name + "/timesteps", s.timesteps.to(torch.int64))
     put(name + "/x", x)
-    outs, prevs, x0s = [], [], []
+    outs, prevs, x0s, noises = [], [], [], []
     for t in s.timesteps[:12]:  # at most 12 steps stored per case
         m = torch.randn(SHAPE, generator=g)
-        r = s.step(m, t, x)
+        z = torch.randn(SHAPE, generator=g) if eta else None
+        r = s.step(m, t, x, eta=eta, variance_noise=z)
         outs.append(m); prevs.append(r.prev_sample); x0s.append(r.pred_original_sample)
+        if eta:
+            noises.append(z)
         x = r.prev_sample
     put(name + "/model_out", torch.stack(outs)); put(name + "/prev", torch.stack(prevs)); put(name + "/denoised", torch.stack(x0s))
+    if eta:
+        put(name + "/noise", torch.stack(noises))
     cases.append({"kind": "ddim", "name": name, "spacing": spacing, "offset": offset, "steps": steps, "prediction": pred,
-                  "clip": clip, "set_alpha_to_one": False})
+                  "clip": clip, "set_alpha_to_one": False, "eta": eta})
 
 for steps, scaling, original in [(1, 4.0, 50), (2, 4.0, 50), (4, 4.0, 50), (8, 4.0, 50), (4, 10.0, 50), (3, 10.0, 25)]:
     name = f"lcm/{steps}/{scaling}/{original}"

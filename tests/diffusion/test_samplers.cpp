@@ -43,19 +43,21 @@ TEST_F(Golden, DdimTimestepsAndSteps) {
     o.set_alpha_to_one = c["set_alpha_to_one"];
     o.clip_sample = c["clip"];
     o.prediction = parse_prediction(c["prediction"]);
+    o.eta = c["eta"];
     DdimSampler s(ns, o);
     ASSERT_EQ(s.set_timesteps(c["steps"]), to_vec(get(name + "/timesteps"))) << name;
     auto x = get(name + "/x");
     auto outs = get(name + "/model_out"), prevs = get(name + "/prev"), dens = get(name + "/denoised");
+    auto noise = o.eta > 0 ? get(name + "/noise") : torch::Tensor();
     for (int64_t i = 0; i < outs.size(0); ++i) {
-      auto r = s.step(outs[i], s.timesteps()[i], x);
+      auto r = s.step(outs[i], s.timesteps()[i], x, o.eta > 0 ? noise[i] : torch::Tensor());
       double e = std::max(max_err(r.prev_sample, prevs[i]), max_err(r.denoised, dens[i]));
       worst = std::max(worst, e);
       ASSERT_LE(e, 1e-6) << name << " step " << i;
       x = prevs[i];  // continue from the reference trajectory: per-step parity
     }
   }
-  EXPECT_EQ(checked, 8);
+  EXPECT_EQ(checked, 10);
   std::printf("DDIM worst per-step max abs error vs diffusers: %.3g\n", worst);
 }
 
