@@ -98,7 +98,7 @@ void flatten(const json& j, const std::string& prefix, json& out) {
 json resume_identity(const config::Config& cfg, const ShardInfo& info) {
   json full = cfg.to_json(), id = json::object();
   json teacher = full["teacher"];
-  for (auto k : {"eval_prompts", "eval_steps", "eval_guidance"}) teacher.erase(k);
+  for (auto k : {"eval_prompts", "eval_steps", "eval_guidance", "eval_eta"}) teacher.erase(k);
   flatten(teacher, "teacher", id);
   flatten(full["models"], "models", id);
   id["run.seed"] = full["run"]["seed"];
@@ -256,6 +256,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     fo.seed = seed;
     fo.latent_shape = info.latent;
     fo.ddim = teacher_ddim(tc);
+    fo.ddim.eta = tc.eval_eta;
     autoencoder->place(device, torch::kFloat32);
     text_encoder->place(device, torch::kFloat32);
     auto prompts = held_out_prompts(tc.eval_prompts, seed, info.captions);
@@ -263,25 +264,32 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     if (ctx.is_root()) {
       io::LatentShardReader r(info.shards.front());
       const int64_t n = std::min<int64_t>(static_cast<int64_t>(r.size()), 64);
-      std::vector<torch::Tensor> clips;
+      std::vector<torch::Tensor> clips, texts;
       auto caps = r.strings("caption");
       for (int64_t i = 0; i < n; ++i) {
         auto half = r.latent(static_cast<hsize_t>(i));
         clips.push_back(torch::from_blob(half.data(), info.latent, torch::kFloat16).to(torch::kFloat32).clone());
+        auto th = r.text_emb(static_cast<hsize_t>(i));
+        texts.push_back(torch::from_blob(th.data(), info.text, torch::kFloat16).to(torch::kFloat32).clone());
       }
       fidelity["analyser_on_training_clips"] =
           analyser_on_data(*autoencoder, torch::stack(clips), std::vector<std::string>(caps.begin(), caps.begin() + n));
+      const auto few = std::min<int64_t>(n, 16);
+      fidelity["denoising_residual"] =
+          denoising_residual(unet, schedule, torch::stack(clips).slice(0, 0, few), torch::stack(texts).slice(0, 0, few),
+                             diffusion::parse_prediction(tc.prediction), seed, {19, 99, 299, 599}, device);
       fs::write_atomic(fidelity_file, fidelity.dump(1) + "\n");
       stage.record_output(fidelity_file, {{"kind", "fidelity"}});
       auto& s = fidelity["samples"]["score"];
-      log::info("teacher: caption fidelity of ", tc.eval_prompts, " held-out prompts (", tc.eval_steps, "-step DDIM, guidance ",
-                tc.eval_guidance, "): ", s.dump());
+      log::info("teacher: caption fidelity of ", tc.eval_prompts, " held-out prompts (", tc.eval_steps, "-step DDIM, eta ",
+                tc.eval_eta, ", guidance ", tc.eval_guidance, "): ", s.dump());
     }
   }
   json fields{{"steps", res.step}, {"resumed_from", res.resumed_from}, {"skipped_steps", res.skipped_steps},
               {"final_loss", res.last_loss}, {"train_seconds", res.seconds}, {"unet_config", ucfg.to_json()}};
   if (!fidelity.is_null()) fields["fidelity"] = {{"samples", fidelity["samples"]["score"]},
-                                                  {"analyser_on_training_clips", fidelity.value("analyser_on_training_clips", json())}};
+                                                  {"analyser_on_training_clips", fidelity.value("analyser_on_training_clips", json())},
+                                                  {"denoising_residual", fidelity.value("denoising_residual", json())}};
   return stage.finish({}, fields) ? 0 : 1;
 }
 

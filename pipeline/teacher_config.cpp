@@ -18,6 +18,7 @@ void TeacherSection::visit(config::FieldVisitor& v) {
   v("eval_prompts", eval_prompts);
   v("eval_steps", eval_steps);
   v("eval_guidance", eval_guidance);
+  v("eval_eta", eval_eta);
 }
 
 void TeacherSection::validate(const config::Config&) const {
@@ -38,6 +39,7 @@ void TeacherSection::validate(const config::Config&) const {
                        ": must be a multiple of teacher.norm_groups (", norm_groups, ") and teacher.head_dim (", head_dim, ")");
   require<ConfigError>(eval_prompts >= 0, "teacher.eval_prompts = ", eval_prompts, ": must be >= 0");
   config::require_positive(eval_steps, "teacher.eval_steps");
+  require<ConfigError>(eval_eta >= 0 && eval_eta <= 1, "teacher.eval_eta = ", eval_eta, ": must be in [0, 1]");
   require<ConfigError>(eval_guidance >= 1, "teacher.eval_guidance = ", eval_guidance, ": must be >= 1 (1 = no guidance)");
 }
 

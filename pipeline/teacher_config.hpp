@@ -32,6 +32,7 @@ struct TeacherSection {
   int64_t eval_prompts = 32;       ///< held-out prompts sampled to measure caption fidelity (0 = skip)
   int64_t eval_steps = 50;         ///< DDIM steps of those samples
   double eval_guidance = 5.0;      ///< classifier-free guidance scale of those samples
+  double eval_eta = 0.0;           ///< DDIM eta of those samples (0 = deterministic DDIM, 1 = ancestral)
 
   void visit(config::FieldVisitor& v);
   void validate(const config::Config& cfg) const;

@@ -25,16 +25,19 @@ std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::s
 
 torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                               const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
-                              const diffusion::DdimOptions& ddim) {
+                              const diffusion::DdimOptions& ddim, const std::function<torch::Tensor(int64_t)>& step_noise) {
   torch::NoGradGuard no_grad;
+  require<ConfigError>(ddim.eta == 0 || step_noise, "DDIM with eta = ", ddim.eta, " needs a noise source");
   diffusion::DdimSampler sampler(schedule, ddim);
   const int64_t n = x.size(0);
   auto ctx = torch::cat({cond, uncond.expand({n, uncond.size(1), uncond.size(2)})}, 0);
-  for (int64_t t : sampler.set_timesteps(steps)) {
+  const auto& ts = sampler.set_timesteps(steps);
+  for (size_t k = 0; k < ts.size(); ++k) {
+    const int64_t t = ts[k];
     auto out = unet->forward(torch::cat({x, x}, 0), torch::full({2 * n}, t, torch::TensorOptions().dtype(torch::kInt64).device(x.device())), ctx);
     auto parts = out.to(torch::kFloat32).chunk(2, 0);
     auto guided = parts[1] + guidance * (parts[0] - parts[1]);
-    x = sampler.step(guided, t, x).prev_sample;
+    x = sampler.step(guided, t, x, ddim.eta > 0 ? step_noise(static_cast<int64_t>(k)) : torch::Tensor()).prev_sample;
   }
   return x;
 }
@@ -71,7 +74,13 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
     auto x = diffusion::randn_per_sample(keys, opt.latent_shape, torch::TensorOptions().device(device));
     auto cond = text.encode(mine).to(device);
     auto uncond = text.encode({""}).to(device);
-    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps, opt.ddim);
+    // Per-prompt streams: a prompt's sample is the same whatever the world size.
+    auto step_noise = [&](int64_t k) {
+      std::vector<rng::Key> sk;
+      for (auto i : ids) sk.push_back(rng::key(opt.seed, "teacher_eval", static_cast<uint64_t>(i), cat("step_noise/", k)));
+      return diffusion::randn_per_sample(sk, opt.latent_shape, torch::TensorOptions().device(device));
+    };
+    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps, opt.ddim, step_noise);
     auto clips = decode_clips(ae, x0.to(torch::kCPU));
     for (size_t i = 0; i < mine.size(); ++i) {
       auto a = eval::analyse_clip(clips[i]);
@@ -92,8 +101,28 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
     a.found = {e["colour"], e["shape"], e["direction"]};
     score.add(eval::parse_caption(e["prompt"]), a);
   }
-  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"ddim_steps", opt.steps}, {"guidance", opt.guidance},
+  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"ddim_steps", opt.steps}, {"ddim_eta", opt.ddim.eta}, {"guidance", opt.guidance},
           {"score", score.to_json()}, {"per_prompt", all}};
+}
+
+json denoising_residual(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
+                        const torch::Tensor& text, diffusion::Prediction prediction, uint64_t seed,
+                        const std::vector<int64_t>& timesteps, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = latents.size(0);
+  auto x0 = latents.to(device, torch::kFloat32);
+  json out = json::object();
+  for (int64_t t : timesteps) {
+    std::vector<rng::Key> keys;
+    for (int64_t i = 0; i < n; ++i) keys.push_back(rng::key(seed, "teacher_eval", static_cast<uint64_t>(i), cat("residual_noise/", t)));
+    auto eps = diffusion::randn_per_sample(keys, x0.sizes().slice(1), x0.options());
+    auto tt = torch::full({n}, t, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    auto xt = schedule.add_noise(x0, eps, tt);
+    auto pred = unet->forward(xt, tt, text.to(device)).to(torch::kFloat32);
+    auto err = (schedule.predict_x0(pred, xt, tt, prediction) - x0).pow(2).mean().item<double>();
+    out[std::to_string(t)] = err / (1.0 - schedule.abar(t).item<double>());
+  }
+  return out;
 }
 
 json analyser_on_data(models::FrameAutoencoder& ae, const torch::Tensor& latents, const std::vector<std::string>& captions) {

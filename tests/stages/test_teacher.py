@@ -213,7 +213,8 @@ class TeacherEngine(unittest.TestCase):
         for sets, msg in [(["teacher.batch=6", "teacher.micro_batch=4"], "teacher.batch = 6 is not a multiple"),
                           (["train.precision=fp8"], "train.precision"),
                           (["teacher.channels=30"], "teacher.channels = 30"),
-                          (["teacher.lr=0"], "teacher.lr")]:
+                          (["teacher.lr=0"], "teacher.lr"),
+                          (["teacher.eval_eta=1.5"], "teacher.eval_eta = 1.5: must be in [0, 1]")]:
             p = teacher(run, sets, check=False)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn(msg, p.stderr)
