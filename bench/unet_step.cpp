@@ -1,9 +1,12 @@
 // bench/unet_step: forward and forward+backward time of our UNet3DConditionModel against
 // diffusers' on the same torch, same configuration, same inputs, same threads, in one run.
 //
-//   build/bench/unet_step --size tiny|modelscope [--device cpu|cuda] [--dtype fp32|bf16]
-//                         [--frames F] [--res R] [--batch B] [--reps N] [--threads T]
+//   build/bench/unet_step --size tiny|modelscope [--unet DIR] [--device cpu|cuda] [--dtype fp32|bf16]
+//                         [--frames F] [--res R] [--batch B] [--text-len L] [--reps N] [--threads T]
 //                         [--rounds R] [--python .venv/bin/python] [--json out.json]
+//
+// --unet takes the configuration from a diffusers unet/ folder's config.json instead of --size
+// (e.g. a teacher run's teacher/unet: the model `mcm teacher` trains; its weights are not used).
 //
 // The diffusers side runs bench/unet_step_diffusers.py in a child process with the same
 // arguments (so the two never share a process or a thread pool). The two sides alternate for
@@ -20,6 +23,7 @@
 
 #include "core/error.hpp"
 #include "models/unet3d.hpp"
+#include "models/weights.hpp"
 
 using namespace mcm;
 using Clock = std::chrono::steady_clock;
@@ -27,11 +31,12 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Args {
-  std::string size = "tiny", device = "cpu", dtype = "fp32", python = ".venv/bin/python", json = "";
-  int64_t frames = 8, res = 16, batch = 2, reps = 10, threads = 2, rounds = 3;
+  std::string size = "tiny", unet = "", device = "cpu", dtype = "fp32", python = ".venv/bin/python", json = "";
+  int64_t frames = 8, res = 16, batch = 2, text_len = 77, reps = 10, threads = 2, rounds = 3;
 };
 
-models::Unet3DConfig config_for(const std::string& size) {
+models::Unet3DConfig config_for(const std::string& size, const std::string& unet) {
+  if (!unet.empty()) return models::Unet3DConfig::from_json(models::read_config_json(unet), unet + "/config.json");
   models::Unet3DConfig c;  // defaults are ModelScopeT2V's unet/config.json
   if (size == "modelscope") return c;
   require<ConfigError>(size == "tiny", "--size must be tiny or modelscope, got ", size);
@@ -61,11 +66,13 @@ int main(int argc, char** argv) try {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--size") a.size = v;
+    else if (k == "--unet") a.unet = v;
     else if (k == "--device") a.device = v;
     else if (k == "--dtype") a.dtype = v;
     else if (k == "--frames") a.frames = std::stoll(v);
     else if (k == "--res") a.res = std::stoll(v);
     else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--text-len") a.text_len = std::stoll(v);
     else if (k == "--reps") a.reps = std::stoll(v);
     else if (k == "--threads") a.threads = std::stoll(v);
     else if (k == "--rounds") a.rounds = std::stoll(v);
@@ -79,7 +86,7 @@ int main(int argc, char** argv) try {
   {
     torch::set_num_threads(static_cast<int>(a.threads));
     torch::manual_seed(0);
-    const auto cfg = config_for(a.size);
+    const auto cfg = config_for(a.size, a.unet);
     const torch::Device dev(a.device == "cuda" ? torch::kCUDA : torch::kCPU);
     const auto dtype = a.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
     models::Unet3D unet(cfg);
@@ -89,7 +96,7 @@ int main(int argc, char** argv) try {
     auto opts = torch::TensorOptions().device(dev).dtype(dtype);
     auto x = torch::randn({a.batch, cfg.in_channels, a.frames, a.res, a.res}, opts);
     auto t = torch::full({a.batch}, 500, torch::TensorOptions().device(dev).dtype(torch::kInt64));
-    auto ctx = torch::randn({a.batch, 77, cfg.cross_attention_dim}, opts);
+    auto ctx = torch::randn({a.batch, a.text_len, cfg.cross_attention_dim}, opts);
     auto sync = [&] {
       if (dev.is_cuda()) torch::cuda::synchronize();
     };
@@ -118,9 +125,10 @@ int main(int argc, char** argv) try {
       return median(ms);
     };
     std::ostringstream cmd;
-    cmd << a.python << " " << MCM_SOURCE_DIR << "/bench/unet_step_diffusers.py --size " << a.size << " --device "
+    cmd << a.python << " " << MCM_SOURCE_DIR << "/bench/unet_step_diffusers.py --size " << a.size
+        << (a.unet.empty() ? "" : " --unet " + a.unet) << " --device "
         << a.device << " --dtype " << a.dtype << " --frames " << a.frames << " --res " << a.res << " --batch "
-        << a.batch << " --reps " << a.reps << " --threads " << a.threads;
+        << a.batch << " --text-len " << a.text_len << " --reps " << a.reps << " --threads " << a.threads;
     std::vector<double> of, oi, ob, rf, rb;
     nlohmann::json ref;
     for (int64_t round = 0; round < a.rounds; ++round) {
@@ -143,15 +151,17 @@ int main(int argc, char** argv) try {
     const double ours_fwd = median(of), ours_inf = median(oi), ours_fb = median(ob), ref_fwd = median(rf),
                  ref_fb = median(rb);
 
-    std::printf("UNet3D %s (%.1fM params), x=[%lld,4,%lld,%lld,%lld], %s %s, %lld threads, median of %lld rounds x %lld steps\n",
-                a.size.c_str(), params / 1e6, (long long)a.batch, (long long)a.frames, (long long)a.res,
-                (long long)a.res, a.device.c_str(), a.dtype.c_str(), (long long)a.threads, (long long)a.rounds,
+    std::printf("UNet3D %s (%.1fM params), x=[%lld,%lld,%lld,%lld,%lld], text [%lld,%lld,%lld], %s %s, %lld threads, "
+                "median of %lld rounds x %lld steps\n",
+                a.unet.empty() ? a.size.c_str() : a.unet.c_str(), params / 1e6, (long long)a.batch,
+                (long long)cfg.in_channels, (long long)a.frames, (long long)a.res, (long long)a.res, (long long)a.batch,
+                (long long)a.text_len, (long long)cfg.cross_attention_dim, a.device.c_str(), a.dtype.c_str(), (long long)a.threads, (long long)a.rounds,
                 (long long)a.reps);
     std::printf("%-26s %12s %12s %9s\n", "", "mcm (ms)", "diffusers", "speedup");
     std::printf("%-26s %12.1f %12.1f %8.2fx\n", "forward (no_grad, both)", ours_fwd, ref_fwd, ref_fwd / ours_fwd);
     std::printf("%-26s %12.1f %12.1f %8.2fx\n", "forward (ours InferenceMode)", ours_inf, ref_fwd, ref_fwd / ours_inf);
     std::printf("%-26s %12.1f %12.1f %8.2fx\n", "forward+backward (train)", ours_fb, ref_fb, ref_fb / ours_fb);
-    nlohmann::json j = {{"bench", "unet_step"}, {"size", a.size}, {"device", a.device}, {"dtype", a.dtype},
+    nlohmann::json j = {{"bench", "unet_step"}, {"size", a.size}, {"unet", a.unet}, {"text_len", a.text_len}, {"device", a.device}, {"dtype", a.dtype},
                         {"batch", a.batch}, {"frames", a.frames}, {"res", a.res}, {"threads", a.threads},
                         {"reps", a.reps}, {"rounds", a.rounds}, {"params", params},
                         {"mcm", {{"forward_ms", ours_fwd}, {"forward_inference_mode_ms", ours_inf},

@@ -2,6 +2,7 @@
 """The diffusers side of bench/unet_step: same configuration, inputs and timing rule; prints JSON."""
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -18,20 +19,24 @@ TINY = dict(
 
 def main():
     ap = argparse.ArgumentParser()
-    for k, d in (("size", "tiny"), ("device", "cpu"), ("dtype", "fp32")):
+    for k, d in (("size", "tiny"), ("unet", ""), ("device", "cpu"), ("dtype", "fp32")):
         ap.add_argument("--" + k, default=d)
-    for k, d in (("frames", 8), ("res", 16), ("batch", 2), ("reps", 10), ("threads", 2)):
+    for k, d in (("frames", 8), ("res", 16), ("batch", 2), ("text-len", 77), ("reps", 10), ("threads", 2)):
         ap.add_argument("--" + k, type=int, default=d)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    unet = UNet3DConditionModel(**(TINY if a.size == "tiny" else {}))  # defaults: ModelScopeT2V
+    if a.unet:  # a diffusers unet/ folder: its config.json (the weights are not used)
+        with open(os.path.join(a.unet, "config.json")) as f:
+            unet = UNet3DConditionModel(**{k: v for k, v in json.load(f).items() if not k.startswith("_")})
+    else:
+        unet = UNet3DConditionModel(**(TINY if a.size == "tiny" else {}))  # defaults: ModelScopeT2V
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     unet.to(a.device, dtype)
     cfg = unet.config
     x = torch.randn(a.batch, cfg.in_channels, a.frames, a.res, a.res, device=a.device, dtype=dtype)
     t = torch.full((a.batch,), 500, device=a.device, dtype=torch.int64)
-    ctx = torch.randn(a.batch, 77, cfg.cross_attention_dim, device=a.device, dtype=dtype)
+    ctx = torch.randn(a.batch, a.text_len, cfg.cross_attention_dim, device=a.device, dtype=dtype)
 
     def sync():
         if a.device == "cuda":

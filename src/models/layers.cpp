@@ -195,8 +195,43 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const std::opti
 
 GegluImpl::GegluImpl(int64_t in, int64_t out) { proj = register_module("proj", Linear(in, out * 2)); }
 
+namespace {
+
+// Note [GEGLU backward]
+// hidden * gelu(gate) on the two halves of one projection. Autograd of chunk-mul-gelu computes
+// the two halves' gradients as separate tensors and then concatenates them (SplitBackward: a
+// copy of the projection-sized gradient, the largest activation of the block). This function
+// writes them into the halves of one tensor instead, with the same ops on the same values as
+// autograd's MulBackward and GeluBackward, so the gradients are bit for bit the same.
+struct GegluFunction : torch::autograd::Function<GegluFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& projected) {
+    auto parts = projected.chunk(2, -1);
+    auto gate = torch::gelu(parts[1]);
+    ctx->save_for_backward({projected, gate});
+    return parts[0] * gate;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& projected = saved[0];
+    const auto& gate = saved[1];
+    const auto& dy = grads[0];
+    auto parts = projected.chunk(2, -1);
+    auto d = torch::empty_like(projected, torch::MemoryFormat::Contiguous);
+    auto dparts = d.chunk(2, -1);
+    torch::mul_out(dparts[0], dy, gate);
+    torch::mul_out(dparts[1], dy, parts[0]);
+    torch::gelu_backward_out(dparts[1], dparts[1], parts[1]);
+    return {d};
+  }
+};
+
+}  // namespace
+
 torch::Tensor GegluImpl::forward(const torch::Tensor& x) {
-  auto parts = proj(x).chunk(2, -1);
+  auto projected = proj(x);
+  if (torch::GradMode::is_enabled() && projected.requires_grad()) return GegluFunction::apply(projected);
+  auto parts = projected.chunk(2, -1);
   return parts[0] * torch::gelu(parts[1]);
 }
 
@@ -277,25 +312,45 @@ torch::Tensor TransformerTemporalImpl::forward(const torch::Tensor& x, int64_t F
 }
 
 TemporalConvLayerImpl::TemporalConvLayerImpl(int64_t dim, int64_t groups, double dropout) {
-  auto conv3d = [&] {
-    return nn::Conv3d(nn::Conv3dOptions(dim, dim, {3, 1, 1}).padding({1, 0, 0}));
-  };
-  conv1 = register_module("conv1", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), conv3d()));
-  conv2 = register_module("conv2", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
-  conv3 = register_module("conv3", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
-  conv4 = register_module("conv4", nn::Sequential(group_norm(groups, dim, 1e-5), nn::SiLU(), nn::Dropout(dropout), conv3d()));
+  auto conv3d = [&] { return nn::Conv3d(nn::Conv3dOptions(dim, dim, {3, 1, 1}).padding({1, 0, 0})); };
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    auto& s = stages_[i];
+    s.norm = group_norm(groups, dim, 1e-5);
+    s.conv = conv3d();
+    nn::Sequential seq(s.norm, nn::SiLU());
+    if (i > 0) {  // conv1 has no dropout (diffusers' indices: conv1.2 is its conv, convN.3 the others')
+      s.drop = nn::Dropout(dropout);
+      seq->push_back(s.drop);
+    }
+    seq->push_back(s.conv);
+    register_module("conv" + std::to_string(i + 1), seq);
+  }
   // The reference zero-initialises the last conv so a fresh layer is the identity.
   torch::NoGradGuard g;
-  for (auto& p : conv4[3]->parameters()) p.zero_();
+  for (auto& p : stages_.back().conv->parameters()) p.zero_();
 }
 
+// Note [temporal conv as conv2d]
+// A (3, 1, 1) Conv3d over [B, C, F, H, W] is a (3, 1) Conv2d over [B, C, F, H*W] (same memory,
+// same sums), and the layer runs in that 4-D view. On the CPU the convolution runs as that Conv2d:
+// with one thread and a batch under 16, ATen sends a Conv3d whose kernel ends in 1x1 to its im2col
+// path (slow_conv3d), while the Conv2d goes to oneDNN, about twice as fast forward and backward.
+// Other devices keep the reference's Conv3d. GroupNorm, SiLU and dropout are elementwise or
+// per-group over the same contiguous memory, so they (and dropout's random draws) are unchanged.
 torch::Tensor TemporalConvLayerImpl::forward(const torch::Tensor& x, int64_t F) {
   const int64_t BF = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto h = x.reshape({BF / F, F, C, H, W}).permute({0, 2, 1, 3, 4});
+  auto h = x.reshape({BF / F, F, C, H * W}).permute({0, 2, 1, 3});  // [B, C, F, HW]
   auto identity = h;
-  h = conv4->forward(conv3->forward(conv2->forward(conv1->forward(h))));
+  for (auto& s : stages_) {
+    h = torch::silu(s.norm(h));
+    if (!s.drop.is_empty()) h = s.drop(h);
+    if (h.is_cpu())
+      h = torch::conv2d(h, s.conv->weight.squeeze(-1), s.conv->bias, /*stride=*/{1, 1}, /*padding=*/{1, 0});
+    else
+      h = s.conv(h.reshape({BF / F, C, F, H, W})).reshape({BF / F, C, F, H * W});
+  }
   h = identity + h;
-  return h.permute({0, 2, 1, 3, 4}).reshape({BF, C, H, W});
+  return h.permute({0, 2, 1, 3}).reshape({BF, C, H, W});
 }
 
 Downsample2DImpl::Downsample2DImpl(int64_t channels, int64_t padding) : padding_(padding) {

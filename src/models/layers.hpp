@@ -1,10 +1,12 @@
 // Building blocks of the diffusers UNets and VAE, with diffusers' attribute names, so that
 // `named_parameters()` yields the reference state-dict keys ("resnets.0.conv1.weight", ...).
 // Each block follows the reference forward exactly (same op order, same eps, same attention op)
-// so fp32 outputs agree to rounding. Include only from model translation units.
+// so fp32 outputs agree to rounding; where a cheaper op sequence computes the same values, a Note
+// in layers.cpp says why. Include only from model translation units.
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <optional>
 
 namespace mcm::models::layers {
@@ -208,14 +210,20 @@ class TransformerTemporalImpl : public torch::nn::Module {
 TORCH_MODULE(TransformerTemporal);
 
 /// ModelScope's TemporalConvLayer: four GroupNorm-SiLU-(Dropout)-Conv3d(3,1,1) stages over time,
-/// residual. conv1 is Sequential(GN, SiLU, Conv3d); conv2..4 are Sequential(GN, SiLU, Dropout, Conv3d).
+/// residual. conv1 is Sequential(GN, SiLU, Conv3d); conv2..4 are Sequential(GN, SiLU, Dropout, Conv3d)
+/// (the names); forward runs the stages itself, see Note [temporal conv as conv2d] in layers.cpp.
 class TemporalConvLayerImpl : public torch::nn::Module {
  public:
   TemporalConvLayerImpl(int64_t dim, int64_t groups, double dropout = 0.1);
   torch::Tensor forward(const torch::Tensor& x, int64_t num_frames);
 
  private:
-  torch::nn::Sequential conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr};
+  struct Stage {
+    torch::nn::GroupNorm norm{nullptr};
+    torch::nn::Dropout drop{nullptr};  ///< empty in conv1
+    torch::nn::Conv3d conv{nullptr};
+  };
+  std::array<Stage, 4> stages_;
 };
 TORCH_MODULE(TemporalConvLayer);
 
