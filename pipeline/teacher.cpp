@@ -272,11 +272,12 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
         auto th = r.text_emb(static_cast<hsize_t>(i));
         texts.push_back(torch::from_blob(th.data(), info.text, torch::kFloat16).to(torch::kFloat32).clone());
       }
+      auto latents = torch::stack(clips);
       fidelity["analyser_on_training_clips"] =
-          analyser_on_data(*autoencoder, torch::stack(clips), std::vector<std::string>(caps.begin(), caps.begin() + n));
+          analyser_on_data(*autoencoder, latents, std::vector<std::string>(caps.begin(), caps.begin() + n));
       const auto few = std::min<int64_t>(n, 16);
       fidelity["denoising_residual"] =
-          denoising_residual(unet, schedule, torch::stack(clips).slice(0, 0, few), torch::stack(texts).slice(0, 0, few),
+          denoising_residual(unet, schedule, latents.slice(0, 0, few), torch::stack(texts).slice(0, 0, few),
                              diffusion::parse_prediction(tc.prediction), seed, {19, 99, 299, 599}, device);
       fs::write_atomic(fidelity_file, fidelity.dump(1) + "\n");
       stage.record_output(fidelity_file, {{"kind", "fidelity"}});

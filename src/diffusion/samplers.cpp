@@ -48,7 +48,6 @@ const std::vector<int64_t>& DdimSampler::set_timesteps(int64_t steps) {
 StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::Tensor& x, const torch::Tensor& noise) const {
   require<DataError>(steps_ > 0, "DDIM step before set_timesteps");
   const int64_t prev = t - schedule_.num_train_timesteps() / steps_;
-  auto a_t = schedule_.abar(t);
   auto a_prev = prev >= 0 ? schedule_.abar(prev) : final_abar_;
   auto x0 = schedule_.predict_x0(out, x, t, opt_.prediction);
   auto eps = schedule_.predict_eps(out, x, t, opt_.prediction);  // from the unclipped x0, as diffusers
@@ -57,6 +56,7 @@ StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::T
   require<DataError>(noise.defined() && noise.sizes() == x.sizes(), "DDIM step with eta = ", opt_.eta,
                      " needs noise shaped like the sample");
   // sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)) (DDIM eq. 16).
+  auto a_t = schedule_.abar(t);
   auto variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev);
   auto std_dev = opt_.eta * variance.pow(0.5);
   auto direction = (1 - a_prev - std_dev * std_dev).pow(0.5) * eps;
