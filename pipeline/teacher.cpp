@@ -1,5 +1,5 @@
 // `mcm teacher`: the embedded default pretrains a small UNet3D teacher on prep's video latents
-// (epsilon prediction, caption dropout for classifier-free guidance) with the training engine
+// (x0, v or epsilon prediction, caption dropout for classifier-free guidance) with the training engine
 // (src/train), writes it as a diffusers folder teacher/unet/, and measures whether its 50-step
 // guided samples show the captioned colour, shape and motion (teacher/fidelity.json). With
 // models.teacher.path set (real runs), it trains nothing: it checks that the weights load and
@@ -223,7 +223,8 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
       log::info("teacher: ", loader.items(), " clips, global batch ", tc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
                 tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, UNet3D ",
                 spec.params.size(), " tensors");
-    train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, diffusion::parse_prediction(tc.prediction), seed, device));
+    train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, diffusion::parse_prediction(tc.prediction),
+                                                                  tc.sample_loss_weight_cap, seed, device));
     res = trainer.run();
     if (res.stop_signal == 0 && trainer.ema()) {
       torch::NoGradGuard no_grad;

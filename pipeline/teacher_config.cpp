@@ -8,6 +8,7 @@ void TeacherSection::visit(config::FieldVisitor& v) {
   optim.visit(v);
   v("caption_dropout", caption_dropout);
   v("prediction", prediction);
+  v("sample_loss_weight_cap", sample_loss_weight_cap);
   v("zero_terminal_snr", zero_terminal_snr);
   v("channels", channels);
   v("levels", levels);
@@ -25,9 +26,11 @@ void TeacherSection::validate(const config::Config&) const {
   optim.validate("teacher");
   require<ConfigError>(caption_dropout >= 0 && caption_dropout < 1, "teacher.caption_dropout = ", caption_dropout,
                        ": must be in [0, 1)");
-  config::require_one_of(prediction, "teacher.prediction", {"epsilon", "v_prediction"});
-  require<ConfigError>(!zero_terminal_snr || prediction == "v_prediction", "teacher.zero_terminal_snr = true needs ",
-                       "teacher.prediction = \"v_prediction\" (epsilon is undefined at zero SNR)");
+  config::require_one_of(prediction, "teacher.prediction", {"epsilon", "v_prediction", "sample"});
+  require<ConfigError>(!zero_terminal_snr || prediction != "epsilon", "teacher.zero_terminal_snr = true needs ",
+                       "teacher.prediction = \"v_prediction\" or \"sample\" (epsilon is undefined at zero SNR)");
+  require<ConfigError>(sample_loss_weight_cap >= 1, "teacher.sample_loss_weight_cap = ", sample_loss_weight_cap,
+                       ": must be >= 1 (1 = plain x0 MSE)");
   config::require_positive(channels, "teacher.channels");
   require<ConfigError>(levels >= 1 && levels <= 4, "teacher.levels = ", levels, ": must be in 1..4");
   require<ConfigError>(cross_attention_levels >= 0 && cross_attention_levels <= levels, "teacher.cross_attention_levels = ",

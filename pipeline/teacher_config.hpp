@@ -14,12 +14,20 @@ struct TeacherSection {
   static constexpr const char* kName = "teacher";
   train::OptimConfig optim;        ///< steps, batch, micro_batch, lr, ... (train/train_config.hpp)
   double caption_dropout = 0.1;    ///< probability of training on the empty caption (for classifier-free guidance)
-  /// "epsilon" (ModelScope's) or "v_prediction". The embedded default uses v: a model trained for
-  /// minutes cannot reproduce the noise at t ~ T precisely enough for epsilon (its x0 error there is
-  /// amplified by 1/sqrt(abar_T) = 14.6), while v bounds it. Written to teacher/scheduler/.
-  std::string prediction = "v_prediction";
-  /// Rescale the betas to zero terminal SNR (Lin et al. 2023; needs v_prediction) and sample with
-  /// trailing timesteps. Without it a small model learns to read the sqrt(abar_999) = 0.068 of
+  /// What the UNet predicts: "epsilon" (ModelScope's), "v_prediction" or "sample" (x0). Written
+  /// to teacher/scheduler/. The embedded default predicts x0 (Note [x0 teacher] in
+  /// teacher_model.cpp): a v or epsilon model must reproduce the noise itself to denoise, and a
+  /// model trained for minutes leaves part of it in every step (speckled, rounded shapes), while an
+  /// x0 model's output is clean by construction. Epsilon is also amplified by 1/sqrt(abar_T) = 14.6
+  /// at t ~ T.
+  std::string prediction = "sample";
+  /// With prediction = "sample": the loss is mean(min(1 + SNR_t, cap) * (x0_hat - x0)^2), the
+  /// weighting of x0 errors that the v loss has (1 + SNR = 1 / (1 - abar_t)), capped so that the
+  /// few t with SNR above cap - 1 do not outweigh the rest. 1 is the plain x0 MSE. Ignored by
+  /// epsilon and v, whose loss is the plain MSE of their target.
+  double sample_loss_weight_cap = 50;
+  /// Rescale the betas to zero terminal SNR (Lin et al. 2023; needs v or x0 prediction) and sample
+  /// with trailing timesteps. Without it a small model learns to read the sqrt(abar_999) = 0.068 of
   /// signal left at t = 999 in training and sees none in pure noise at inference (measured: x0
   /// error 0.10 on noised training clips, 0.52 from pure noise). Written to teacher/scheduler/.
   bool zero_terminal_snr = true;

@@ -26,8 +26,22 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
   return c;
 }
 
+// Note [x0 teacher]
+// The embedded teacher predicts x0 ("sample"), not v. Both see the same loss up to the cap: the
+// v loss is (1 + SNR_t) * |x0_hat - x0|^2, and the x0 loss below weights its errors the same way.
+// What differs is the function the network must compute. A v (or epsilon) model denoises through
+// the skip path x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat, so at small t it must output the
+// white noise in x_t exactly, a high-frequency function that a small network learns slowly; what
+// it misses stays in x0_hat as speckle. An x0 model outputs the clean clip, smooth by
+// construction. Measured on configs/tiny.toml (one-step x0 error / (1 - abar) on noised training
+// clips at t = 19, 99, 299, 599): v after 800 steps 0.40, 0.25, 0.15, 0.081; v after 2400 steps
+// 0.16, 0.073, 0.037, 0.023; x0 after 800 steps 0.38, 0.072, 0.029, 0.038 and after 2400 steps
+// 0.19, 0.039, 0.015, 0.016 (plain x0 MSE, cap 1, after 800 steps: 0.70, 0.12, 0.039, 0.036: with
+// no weight on small t the samples end blurred). The 2400-step samples have no speckle; shape
+// accuracy on 32 held-out prompts went from 25% (v) to 38% (x0).
 train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
-                           double caption_dropout, diffusion::Prediction prediction, uint64_t seed, torch::Device device) {
+                           double caption_dropout, diffusion::Prediction prediction, double sample_weight_cap,
+                           uint64_t seed, torch::Device device) {
   return [=, &schedule](const train::Batch& b, int64_t) mutable {
     const int64_t n = b.latents.size(0);
     const int64_t T = schedule.num_train_timesteps();
@@ -48,6 +62,12 @@ train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& 
     auto xt = schedule.add_noise(x0, eps, t);
     auto pred = unet->forward(xt, t, text.to(device));
     train::LossTerms lt;
+    if (prediction == diffusion::Prediction::sample) {
+      auto abar = schedule.abar(t).view({n, 1, 1, 1, 1});
+      auto weight = (1 / (1 - abar)).clamp_max(sample_weight_cap);  // 1 + SNR_t, capped
+      lt.loss = (weight * (pred.to(torch::kFloat32) - x0).pow(2)).mean();
+      return lt;
+    }
     auto target = prediction == diffusion::Prediction::v_prediction ? schedule.velocity(x0, eps, t) : eps;
     lt.loss = torch::mse_loss(pred.to(torch::kFloat32), target);
     return lt;

@@ -1,5 +1,5 @@
 // The embedded teacher: its UNet3D configuration from [teacher] and the shapes of prep's latents,
-// and its training loss (epsilon prediction with caption dropout). Include only from torch units.
+// and its training loss (epsilon, v or x0 prediction with caption dropout). Include only from torch units.
 #pragma once
 #include <torch/torch.h>
 
@@ -16,10 +16,13 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
 
 /// The denoising loss of one micro-batch: per sample (named by its rank-independent id) a
 /// timestep t ~ U{0..T-1}, noise eps, and with probability `caption_dropout` the empty caption;
-/// loss = mean((unet(x_t, t, c) - target)^2), target eps or v (`prediction`). Every draw comes from rng streams keyed by
+/// loss = mean((unet(x_t, t, c) - target)^2) with target eps or v (`prediction`), or for x0
+/// ("sample") mean(min(1 + SNR_t, sample_weight_cap) * (unet(x_t, t, c) - x0)^2) (Note [x0 teacher]
+/// in teacher_model.cpp). Every draw comes from rng streams keyed by
 /// (seed, "teacher", sample id), so the loss does not depend on how samples are split over ranks.
 train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
-                           double caption_dropout, diffusion::Prediction prediction, uint64_t seed, torch::Device device);
+                           double caption_dropout, diffusion::Prediction prediction, double sample_weight_cap,
+                           uint64_t seed, torch::Device device);
 
 /// The teacher's noise schedule: SD/ModelScope's scaled_linear betas, rescaled to zero terminal
 /// SNR when the config says so.

@@ -214,7 +214,10 @@ class TeacherEngine(unittest.TestCase):
                           (["train.precision=fp8"], "train.precision"),
                           (["teacher.channels=30"], "teacher.channels = 30"),
                           (["teacher.lr=0"], "teacher.lr"),
-                          (["teacher.eval_eta=1.5"], "teacher.eval_eta = 1.5: must be in [0, 1]")]:
+                          (["teacher.eval_eta=1.5"], "teacher.eval_eta = 1.5: must be in [0, 1]"),
+                          (["teacher.prediction=epsilon"], 'needs teacher.prediction = "v_prediction" or "sample"'),
+                          (["teacher.prediction=x0"], "teacher.prediction"),
+                          (["teacher.sample_loss_weight_cap=0.5"], "teacher.sample_loss_weight_cap = 0.5: must be >= 1")]:
             p = teacher(run, sets, check=False)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn(msg, p.stderr)
