@@ -98,7 +98,8 @@ void flatten(const json& j, const std::string& prefix, json& out) {
 json resume_identity(const config::Config& cfg, const ShardInfo& info) {
   json full = cfg.to_json(), id = json::object();
   json teacher = full["teacher"];
-  for (auto k : {"eval_prompts", "eval_steps", "eval_guidance", "eval_eta"}) teacher.erase(k);
+  for (auto it = teacher.begin(); it != teacher.end();)  // every eval_* key, including ones added later
+    it = it.key().starts_with("eval_") ? teacher.erase(it) : std::next(it);
   flatten(teacher, "teacher", id);
   flatten(full["models"], "models", id);
   id["run.seed"] = full["run"]["seed"];

@@ -183,7 +183,8 @@ class TeacherEngine(unittest.TestCase):
         # outputs: the re-run must resume from step 2 and reach the same weights.
         os.remove(os.path.join(run, "teacher", "checkpoints", "step-00000004", "DONE"))
         shutil.rmtree(os.path.join(run, "teacher", "unet"))
-        p = teacher(run, sets)
+        # Evaluation keys do not shape the trajectory: changing one must not block the resume.
+        p = teacher(run, sets + ["teacher.eval_steps=7"])
         log = p.stdout + p.stderr
         self.assertIn("no DONE marker", log)
         self.assertRegex(log, r"resumed from .*step-00000002")
