@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <sstream>
 #include <vector>
 
@@ -87,6 +88,44 @@ double FidelityScore::accuracy(const std::string& field) const {
   return n > 0 ? static_cast<double>(k) / static_cast<double>(n) : 0.0;
 }
 
+namespace {
+
+// Note [clearly above chance]: the accuracy a caption-blind generator with the same outputs
+// would get is what a score must beat. Pairing the same samples with the captions at random
+// gives sum_c share_expected(c) * share_found(c) ("blind"); a collapsed generator that always
+// draws the most common class beats the uniform 1/K there, and one that never finds an object
+// stays below it. The null rate is the larger of the two, and p_value is the one-sided binomial
+// tail P(X >= correct | n, null): the chance that a caption-blind generator scores this well.
+// The acceptance bar is p < 0.001 on every attribute.
+double blind_rate(const std::map<std::string, std::map<std::string, int64_t>>& conf, int64_t n) {
+  if (n == 0) return 0;
+  std::map<std::string, int64_t> expected, found;
+  for (auto& [e, row] : conf)
+    for (auto& [f, k] : row) expected[e] += k, found[f] += k;
+  double r = 0;
+  for (auto& [c, k] : expected)
+    if (auto it = found.find(c); it != found.end()) r += static_cast<double>(k) * static_cast<double>(it->second);
+  return r / (static_cast<double>(n) * static_cast<double>(n));
+}
+
+}  // namespace
+
+double binomial_tail(int64_t k, int64_t n, double p) {
+  require<Error>(n >= 0 && p >= 0 && p <= 1, "binomial_tail: n ", n, " p ", p);
+  if (k <= 0) return 1.0;
+  if (k > n) return 0.0;
+  if (p <= 0) return 0.0;
+  if (p >= 1) return 1.0;
+  const double lp = std::log(p), lq = std::log1p(-p), ln = std::lgamma(static_cast<double>(n) + 1);
+  double sum = 0;
+  for (int64_t i = k; i <= n; ++i) {
+    const double di = static_cast<double>(i);
+    sum += std::exp(ln - std::lgamma(di + 1) - std::lgamma(static_cast<double>(n - i) + 1) + di * lp +
+                    static_cast<double>(n - i) * lq);
+  }
+  return std::min(1.0, sum);
+}
+
 nlohmann::json FidelityScore::to_json() const {
   const double nc = static_cast<double>(synth::colours().size()), ns = static_cast<double>(synth::shapes().size()),
                nd = static_cast<double>(synth::directions().size());
@@ -96,6 +135,13 @@ nlohmann::json FidelityScore::to_json() const {
                                  {"direction", accuracy("direction")}, {"all", accuracy("all")}}},
                    {"chance", {{"colour", 1 / nc}, {"shape", 1 / ns}, {"direction", 1 / nd}, {"all", 1 / (nc * ns * nd)}}}};
   j["confusion"] = confusion;
+  // Note [clearly above chance]; "all" has no confusion of its own and keeps the uniform rate.
+  for (const char* f : {"colour", "shape", "direction", "all"}) {
+    const double uniform = j["chance"][f].get<double>();
+    const double blind = confusion.count(f) ? blind_rate(confusion.at(f), n) : uniform;
+    j["blind"][f] = blind;
+    j["p_value"][f] = binomial_tail(j["correct"][f].get<int64_t>(), n, std::max(uniform, blind));
+  }
   return j;
 }
 

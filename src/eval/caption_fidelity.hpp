@@ -45,11 +45,16 @@ struct FidelityScore {
   int64_t n = 0, colour = 0, shape = 0, direction = 0, all = 0;  ///< clips, and clips correct per field
   /// Correct share of "colour", "shape", "direction" or "all" (0 when empty). Throws Error for another name.
   double accuracy(const std::string& field) const;
-  /// Counts, accuracies, chance levels (1/6, 1/4, 1/4, 1/96) and per field the confusion
-  /// expected -> found -> count ("none" when nothing was found).
+  /// Counts, accuracies, chance levels (1/6, 1/4, 1/4, 1/96), per field the confusion
+  /// expected -> found -> count ("none" when nothing was found), the caption-blind rate of the
+  /// same samples ("blind") and the p-value against max(chance, blind) (Note [clearly above
+  /// chance] in caption_fidelity.cpp).
   nlohmann::json to_json() const;
   /// confusion[field][expected][found]
   std::map<std::string, std::map<std::string, std::map<std::string, int64_t>>> confusion;
 };
+
+/// One-sided binomial tail P(X >= k) for X ~ Binomial(n, p), computed in log space.
+double binomial_tail(int64_t k, int64_t n, double p);
 
 }  // namespace mcm::eval

@@ -120,6 +120,32 @@ TEST(CaptionFidelity, ScoreCountsAndJson) {
   EXPECT_DOUBLE_EQ(FidelityScore{}.accuracy("all"), 0.0);
 }
 
+// Note [clearly above chance]: exact tails (sum of C(n, i) p^i q^(n-i), computed in Python), the
+// caption-blind rate of a collapsed generator, and the p-value against the larger null.
+TEST(CaptionFidelity, PValueAgainstACaptionBlindGenerator) {
+  EXPECT_NEAR(binomial_tail(52, 128, 0.25), 7.48012546967269e-05, 1e-12);
+  EXPECT_NEAR(binomial_tail(3, 10, 0.5), 0.9453125, 1e-12);
+  EXPECT_NEAR(binomial_tail(17, 32, 0.25), 0.0006002945916912439, 1e-12);
+  EXPECT_DOUBLE_EQ(binomial_tail(0, 5, 0.3), 1.0);
+  EXPECT_DOUBLE_EQ(binomial_tail(6, 5, 0.3), 0.0);
+  test::expect_error<Error>([] { binomial_tail(1, 5, 1.5); }, {"binomial_tail"});
+  // Half the prompts ask for circles and the generator draws circles three times in four: the
+  // blind rate 0.5 * 0.75 beats the uniform 1/4, so the p-value is taken against 0.375.
+  FidelityScore s;
+  ClipAnalysis circle, none;
+  circle.found = {"red", "circle", "left"};
+  none.found = {"red", "", "left"};
+  s.add({"red", "circle", "left"}, circle);
+  s.add({"red", "circle", "left"}, circle);
+  s.add({"red", "square", "left"}, circle);
+  s.add({"red", "square", "left"}, none);
+  auto j = s.to_json();
+  EXPECT_NEAR(j["blind"]["shape"].get<double>(), 0.375, 1e-12);
+  EXPECT_NEAR(j["p_value"]["shape"].get<double>(), 0.481201171875, 1e-12);
+  EXPECT_NEAR(j["blind"]["colour"].get<double>(), 1.0, 1e-12);  // one colour asked, one drawn
+  EXPECT_NEAR(j["p_value"]["colour"].get<double>(), 1.0, 1e-12);
+}
+
 TEST(CaptionFidelity, RecognisesTheWorldAtPrepResolution) {
   FidelityScore score;
   const int n = 400;
