@@ -1,0 +1,123 @@
+// The consistency distillation step (see distill_model.hpp).
+#include "pipeline/distill_model.hpp"
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "diffusion/noise.hpp"
+#include "diffusion/solver.hpp"
+
+namespace mcm::stages {
+
+CdDraws draw_cd(const std::vector<int64_t>& sample_ids, const DistillSection& d, uint64_t seed,
+                at::IntArrayRef latent_shape, torch::Device device) {
+  std::vector<int64_t> index;
+  std::vector<float> w;
+  std::vector<uint8_t> mixed;
+  std::vector<rng::Key> noise_keys, mixed_keys;
+  for (auto id64 : sample_ids) {
+    const auto id = static_cast<uint64_t>(id64);
+    index.push_back(rng::Stream(rng::key(seed, "distill", id, "solver_index")).uniform_int(0, d.solver_steps - 1));
+    w.push_back(static_cast<float>(d.w_min + (d.w_max - d.w_min) * rng::Stream(rng::key(seed, "distill", id, "guidance")).uniform()));
+    mixed.push_back(rng::Stream(rng::key(seed, "distill", id, "mixed")).uniform() < d.mixed_prob ? 1 : 0);
+    noise_keys.push_back(rng::key(seed, "distill", id, "noise"));
+    mixed_keys.push_back(rng::key(seed, "distill", id, "mixed_noise"));
+  }
+  const auto n = static_cast<int64_t>(sample_ids.size());
+  CdDraws r;
+  r.index = torch::tensor(index, torch::kInt64).to(device);
+  r.w = torch::from_blob(w.data(), {n}, torch::kFloat32).clone().to(device);
+  r.mixed = torch::from_blob(mixed.data(), {n}, torch::kUInt8).to(torch::kBool).to(device);
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  r.noise = diffusion::randn_per_sample(noise_keys, latent_shape, f32);
+  r.mixed_noise = diffusion::randn_per_sample(mixed_keys, latent_shape, f32);
+  return r;
+}
+
+namespace {
+
+// float32, or float64 when the input is (the golden comparison runs the whole step in float64).
+torch::Tensor wide(const torch::Tensor& x) { return x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32); }
+
+// The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(model(x, t, c)), float32.
+torch::Tensor consistency(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+                          const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text) {
+  auto out = wide(unet->forward(x, t, text));
+  auto x0 = schedule.predict_x0(out, x, t, o.prediction);
+  auto [c_skip, c_out] = diffusion::boundary_scalings(t, o.timestep_scaling);
+  return diffusion::per_sample(c_skip, x) * x + diffusion::per_sample(c_out, x) * x0;
+}
+
+}  // namespace
+
+CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+                          models::MotionRepresentation& motion, const torch::Tensor& x0_real, const torch::Tensor& text,
+                          const torch::Tensor& uncond, const CdDraws& draws) {
+  const int64_t B = x0_real.size(0), T = schedule.num_train_timesteps();
+  require<DataError>(draws.index.numel() == B && draws.w.numel() == B && draws.noise.sizes() == x0_real.sizes() &&
+                         draws.mixed.numel() == B && draws.mixed_noise.sizes() == x0_real.sizes(),
+                     "distill: the draws do not match the micro-batch of ", B, " latents ", x0_real.sizes());
+  const auto device = x0_real.device();
+  auto last = torch::full({B}, T - 1, torch::TensorOptions().dtype(torch::kInt64).device(device));
+
+  // Mixed trajectories: the student's own one-step sample from pure noise replaces x0 (no grad).
+  torch::Tensor x0 = wide(x0_real);
+  auto rows = draws.mixed.nonzero().flatten();
+  if (rows.numel() > 0) {
+    torch::NoGradGuard ng;
+    auto z = draws.mixed_noise.index_select(0, rows);
+    auto t_last = last.index_select(0, rows);
+    auto out = wide(m.student->forward(z, t_last, text.index_select(0, rows)));
+    auto own = schedule.predict_x0(out, z, t_last, o.prediction);
+    x0 = x0.index_copy(0, rows, own);
+  }
+
+  auto ts = diffusion::solver_timesteps(draws.index, T, o.solver_steps);
+  const auto& t = ts.t;
+  const auto& s = ts.s;
+  auto eps = draws.noise.to(x0.scalar_type());
+  // x_t = eps exactly at t = T - 1 (MCM.md; the same value at zero terminal SNR, where abar = 0).
+  auto x_t = torch::where(diffusion::per_sample(t == T - 1, x0), eps, schedule.add_noise(x0, eps, t));
+
+  auto pred = consistency(m.student, schedule, o, x_t, t, text);
+
+  torch::Tensor target;
+  {
+    torch::NoGradGuard ng;
+    auto out_c = wide(m.teacher->forward(x_t, t, text));
+    auto out_u = wide(m.teacher->forward(x_t, t, uncond.expand({B, uncond.size(1), uncond.size(2)})));
+    auto w = diffusion::per_sample(draws.w.to(x0.scalar_type()), x0);
+    auto x0_c = schedule.predict_x0(out_c, x_t, t, o.prediction), x0_u = schedule.predict_x0(out_u, x_t, t, o.prediction);
+    auto eps_c = schedule.predict_eps(out_c, x_t, t, o.prediction), eps_u = schedule.predict_eps(out_u, x_t, t, o.prediction);
+    auto x0_g = x0_c + w * (x0_c - x0_u);
+    auto eps_g = eps_c + w * (eps_c - eps_u);
+    auto x_s = diffusion::ddim_solver_step(schedule, x0_g, eps_g, s);
+    target = consistency(m.student, schedule, o, x_s, s, text);
+  }
+
+  const bool learn = motion.options().kind == models::MotionKind::learn;
+  auto mp = motion(pred, learn ? m.head : nullptr);
+  torch::Tensor mt;
+  {
+    torch::NoGradGuard ng;
+    mt = motion(target, learn ? m.head_target : nullptr);
+  }
+  const double c = o.huber_c;
+  CdOutput r;
+  r.loss = (torch::sqrt((wide(mp) - wide(mt)).pow(2) + c * c) - c).mean();
+  r.pred = pred;
+  r.x0 = x0;
+  return r;
+}
+
+void ema_update(torch::nn::Module& target, torch::nn::Module& online, double decay) {
+  torch::NoGradGuard ng;
+  auto src = online.named_parameters(true);
+  for (auto& p : target.named_parameters(true)) {
+    auto* o = src.find(p.key());
+    require<DataError>(o != nullptr && o->sizes() == p.value().sizes(), "EMA update: no parameter ", p.key(),
+                       " of matching shape in the online module");
+    p.value().mul_(decay).add_(*o, 1.0 - decay);
+  }
+}
+
+}  // namespace mcm::stages
