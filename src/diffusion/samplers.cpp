@@ -59,7 +59,9 @@ StepResult DdimSampler::step(const torch::Tensor& out, int64_t t, const torch::T
   auto a_t = schedule_.abar(t);
   auto variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev);
   auto std_dev = opt_.eta * variance.pow(0.5);
-  auto direction = (1 - a_prev - std_dev * std_dev).pow(0.5) * eps;
+  // 1 - abar_prev - sigma^2 is exactly 0 when abar_t = 0 (zero terminal SNR, eta = 1); float32
+  // rounding can leave -6e-8 there, whose root is NaN (as in diffusers): clamp at 0.
+  auto direction = (1 - a_prev - std_dev * std_dev).clamp_min(0).pow(0.5) * eps;
   return {a_prev.pow(0.5) * x0 + direction + std_dev * noise, x0};
 }
 

@@ -139,3 +139,28 @@ TEST(Samplers, McmTimestepsAndGrid) {
   test::expect_error<ConfigError>([&] { NoiseSchedule({1000, 0.00085, 0.012, "cosine", false}); }, {"beta_schedule \"cosine\""});
   test::expect_error<ConfigError>([&] { parse_prediction("x0"); }, {"prediction_type \"x0\""});
 }
+
+// At zero terminal SNR the first ancestral step (eta = 1, t = 999, abar_t = 0) has
+// 1 - abar_prev - sigma^2 = 0 exactly; float32 rounding can make it -6e-8 (diffusers' DDIMScheduler
+// does, and returns NaN there). The direction term is clamped at zero: every step stays finite.
+TEST(Samplers, AncestralDdimAtZeroTerminalSnrStaysFinite) {
+  ScheduleOptions so;
+  so.rescale_zero_terminal_snr = true;
+  NoiseSchedule ns(so);
+  EXPECT_EQ(ns.abar(999).item<float>(), 0.0f);
+  for (auto p : {Prediction::sample, Prediction::v_prediction}) {
+    DdimOptions o;
+    o.timestep_spacing = "trailing";
+    o.set_alpha_to_one = false;
+    o.prediction = p;
+    o.eta = 1.0;
+    DdimSampler s(ns, o);
+    torch::manual_seed(0);
+    auto x = torch::randn({2, 4, 3, 4, 4});
+    for (auto steps : {1, 2, 4, 8, 25, 50})
+      for (auto t : s.set_timesteps(steps)) {
+        auto r = s.step(torch::randn_like(x) * 0.5, t, x, torch::randn_like(x));
+        ASSERT_TRUE(torch::isfinite(r.prev_sample).all().item<bool>()) << "steps " << steps << " t " << t;
+      }
+  }
+}
