@@ -21,6 +21,8 @@ void DistillSection::visit(config::FieldVisitor& v) {
   v("freq_order", freq_order);
   v("freq_band", freq_band);
   v("mixed_prob", mixed_prob);
+  v("eval_prompts", eval_prompts);
+  v("eval_guidance", eval_guidance);
 }
 
 void DistillSection::validate(const config::Config&) const {
@@ -42,6 +44,8 @@ void DistillSection::validate(const config::Config&) const {
   config::require_positive(freq_order, "distill.freq_order");
   config::require_one_of(freq_band, "distill.freq_band", {"low", "high"});
   require<ConfigError>(mixed_prob >= 0 && mixed_prob <= 1, "distill.mixed_prob = ", mixed_prob, ": must be in [0, 1]");
+  require<ConfigError>(eval_prompts >= 0, "distill.eval_prompts = ", eval_prompts, ": must be >= 0");
+  require<ConfigError>(eval_guidance >= 1, "distill.eval_guidance = ", eval_guidance, ": must be >= 1 (1 = no guidance)");
 }
 
 }  // namespace mcm::stages

@@ -36,6 +36,11 @@ struct DistillSection {
   /// micro-batch as in the reference, so the draws do not depend on how a global batch is split
   /// over ranks and micro-batches (the engine's same-global-batch guarantee); the expectation is the same.
   double mixed_prob = 0.5;
+  /// Held-out prompts on which the student's 1/2/4/8-step LCM samples and the teacher's
+  /// same-step guided DDIM samples are scored for caption fidelity (distill/fidelity.json; the
+  /// synthetic world's word encoder only; 0 = skip). Evaluation keys do not shape training.
+  int64_t eval_prompts = 0;
+  double eval_guidance = 3.0;      ///< classifier-free guidance of the teacher's DDIM baseline
 
   void visit(config::FieldVisitor& v);
   void validate(const config::Config& cfg) const;

@@ -10,4 +10,8 @@ namespace mcm::stages {
 /// teacher/unet (diffusers folder). With models.teacher.path: checks and records those weights.
 int run_teacher(const config::Config& cfg, const dist::DistContext& ctx);
 
+/// MCM distillation of the teacher (models.teacher.path or the embedded one) into a LoRA student:
+/// distill/student/{unet,lora,scheduler}.
+int run_distill(const config::Config& cfg, const dist::DistContext& ctx);
+
 }  // namespace mcm::stages

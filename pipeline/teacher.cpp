@@ -5,9 +5,7 @@
 // models.teacher.path set (real runs), it trains nothing: it checks that the weights load and
 // fit the latents and text embeddings, and records them by checksum.
 #include <nlohmann/json.hpp>
-#include <set>
 
-#include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
@@ -15,6 +13,7 @@
 #include "core/signals.hpp"
 #include "io/hdf5_store.hpp"
 #include "models/weights.hpp"
+#include "pipeline/prep_shards.hpp"
 #include "pipeline/stages.hpp"
 #include "pipeline/teacher_config.hpp"
 #include "pipeline/teacher_fidelity.hpp"
@@ -32,67 +31,6 @@ namespace stdfs = std::filesystem;
 constexpr const char* kTeacherCodeVersion = "1";
 MCM_CONFIG_SECTION(TeacherSection);
 
-// What rank 0 learns from the prep shards, shared with every rank.
-struct ShardInfo {
-  std::vector<stdfs::path> shards;
-  std::vector<int64_t> latent, text;  // per-sample shapes
-  std::string checksum;               // of all shards, the stage's input identity
-  std::set<std::string> captions;
-};
-
-ShardInfo read_shard_info(const dist::DistContext& ctx, const stdfs::path& prep_dir) {
-  std::string msg;
-  if (ctx.is_root()) {
-    try {
-      json j{{"shards", json::array()}, {"captions", json::array()}};
-      std::vector<std::string> names;
-      if (stdfs::is_directory(prep_dir))
-        for (auto& n : fs::list_dir(prep_dir))
-          if (n.rfind("video-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
-      std::sort(names.begin(), names.end());
-      require<IoError>(!names.empty(), "teacher: no video latent shards (prep/video-*.h5) in ", prep_dir,
-                       ": run `mcm prep` first");
-      std::string sums;
-      std::set<std::string> caps;
-      for (auto& n : names) {
-        io::LatentShardReader r(prep_dir / n);
-        if (j["shards"].empty()) {
-          for (auto d : r.latent_shape()) j["latent"].push_back(static_cast<int64_t>(d));
-          for (auto d : r.text_shape()) j["text"].push_back(static_cast<int64_t>(d));
-        }
-        for (auto& c : r.strings("caption")) caps.insert(c);
-        j["shards"].push_back((prep_dir / n).string());
-        sums += n + ":" + checksum::of_file(prep_dir / n) + "\n";
-      }
-      require<DataError>(j["latent"].size() == 4, "teacher: ", prep_dir / names.front(),
-                         " holds latents of rank ", j["latent"].size() + 1, "; video latents [N, C, T, H, W] expected");
-      j["captions"] = caps;
-      j["checksum"] = checksum::of_bytes(sums);
-      msg = "ok\n" + j.dump();
-    } catch (const std::exception& e) {
-      msg = cat("error\n", e.what());
-    }
-  }
-  msg = ctx.broadcast(msg);
-  if (msg.rfind("error\n", 0) == 0) throw IoError(msg.substr(6));
-  json j = json::parse(msg.substr(3));
-  ShardInfo s;
-  for (auto& p : j["shards"]) s.shards.emplace_back(p.get<std::string>());
-  s.latent = j["latent"].get<std::vector<int64_t>>();
-  s.text = j["text"].get<std::vector<int64_t>>();
-  s.checksum = j["checksum"];
-  for (auto& c : j["captions"]) s.captions.insert(c.get<std::string>());
-  return s;
-}
-
-void flatten(const json& j, const std::string& prefix, json& out) {
-  if (j.is_object()) {
-    for (auto& [k, v] : j.items()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
-  } else {
-    out[prefix] = j;
-  }
-}
-
 // The settings a checkpoint must share to be resumed: everything that shapes the trajectory
 // (not cadence, logging, timeouts or the evaluation keys).
 json resume_identity(const config::Config& cfg, const ShardInfo& info) {
@@ -100,8 +38,8 @@ json resume_identity(const config::Config& cfg, const ShardInfo& info) {
   json teacher = full["teacher"];
   for (auto it = teacher.begin(); it != teacher.end();)  // every eval_* key, including ones added later
     it = it.key().starts_with("eval_") ? teacher.erase(it) : std::next(it);
-  flatten(teacher, "teacher", id);
-  flatten(full["models"], "models", id);
+  flatten_json(teacher, "teacher", id);
+  flatten_json(full["models"], "models", id);
   id["run.seed"] = full["run"]["seed"];
   id["train.precision"] = full["train"]["precision"];
   id["data.checksum"] = info.checksum;
@@ -154,7 +92,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   const torch::Device device = rank_device(ctx);
   const auto seed = static_cast<uint64_t>(cfg.run.seed);
 
-  ShardInfo info = read_shard_info(ctx, run_dir / "prep");
+  ShardInfo info = read_video_shards(ctx, run_dir / "prep", "teacher");
   StageRun stage("teacher", kTeacherCodeVersion, cfg, ctx, {"teacher", "models", "run.seed", "train.precision"},
                  info.checksum);
   if (ctx.is_root()) fs::make_dirs(out);
@@ -238,14 +176,16 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     return 0;
   }
   unet->eval();
+  // What the outputs were made from: StageRun::reusable matches this checksum on the next run.
+  const json input{{"path", "prep"}, {"kind", "set"}, {"checksum", info.checksum}};
   if (ctx.is_root()) {
     models::save_unet3d(unet, out / "unet");
     fs::make_dirs(out / "scheduler");
     fs::write_atomic(out / "scheduler" / "scheduler_config.json", teacher_scheduler_config(tc).dump(2) + "\n");
-    stage.record_output(out / "scheduler" / "scheduler_config.json", {{"kind", "teacher_scheduler"}});
-    stage.record_output(config_file, {{"kind", "teacher_config"}});
-    stage.record_output(weights, {{"kind", "teacher_weights"}, {"steps", res.step}});
-    stage.record_output(out / "metrics.jsonl", {{"kind", "metrics"}});
+    stage.record_output(out / "scheduler" / "scheduler_config.json", {{"kind", "teacher_scheduler"}, {"input", input}});
+    stage.record_output(config_file, {{"kind", "teacher_config"}, {"input", input}});
+    stage.record_output(weights, {{"kind", "teacher_weights"}, {"steps", res.step}, {"input", input}});
+    stage.record_output(out / "metrics.jsonl", {{"kind", "metrics"}, {"input", input}});
   }
 
   // Caption fidelity: the teacher's guided samples on held-out prompts, and the analyser on the
@@ -282,7 +222,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
           denoising_residual(unet, schedule, latents.slice(0, 0, few), torch::stack(texts).slice(0, 0, few),
                              diffusion::parse_prediction(tc.prediction), seed, {19, 99, 299, 599}, device);
       fs::write_atomic(fidelity_file, fidelity.dump(1) + "\n");
-      stage.record_output(fidelity_file, {{"kind", "fidelity"}});
+      stage.record_output(fidelity_file, {{"kind", "fidelity"}, {"input", input}});
       auto& s = fidelity["samples"]["score"];
       log::info("teacher: caption fidelity of ", tc.eval_prompts, " held-out prompts (", tc.eval_steps, "-step DDIM, eta ",
                 tc.eval_eta, ", guidance ", tc.eval_guidance, "): ", s.dump());

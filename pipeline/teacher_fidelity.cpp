@@ -25,7 +25,7 @@ std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::s
 
 torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                               const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
-                              const diffusion::DdimOptions& ddim, const std::function<torch::Tensor(int64_t)>& step_noise) {
+                              const diffusion::DdimOptions& ddim, const StepNoise& step_noise) {
   torch::NoGradGuard no_grad;
   require<ConfigError>(ddim.eta == 0 || step_noise, "DDIM with eta = ", ddim.eta, " needs a noise source");
   diffusion::DdimSampler sampler(schedule, ddim);
@@ -38,6 +38,21 @@ torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedu
     auto parts = out.to(torch::kFloat32).chunk(2, 0);
     auto guided = parts[1] + guidance * (parts[0] - parts[1]);
     x = sampler.step(guided, t, x, ddim.eta > 0 ? step_noise(static_cast<int64_t>(k)) : torch::Tensor()).prev_sample;
+  }
+  return x;
+}
+
+torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+                         const torch::Tensor& cond, int64_t steps, const diffusion::LcmOptions& lcm, const StepNoise& step_noise) {
+  torch::NoGradGuard no_grad;
+  diffusion::LcmSampler sampler(schedule, lcm);
+  const auto& ts = sampler.set_timesteps(steps);
+  const int64_t n = x.size(0);
+  for (size_t k = 0; k < ts.size(); ++k) {
+    auto t = torch::full({n}, ts[k], torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+    auto out = unet->forward(x, t, cond).to(torch::kFloat32);
+    auto noise = k + 1 < ts.size() ? step_noise(static_cast<int64_t>(k)) : torch::Tensor();
+    x = sampler.step(out, k, x, noise).prev_sample;
   }
   return x;
 }
@@ -56,9 +71,9 @@ std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torc
 }
 }  // namespace
 
-json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
-                      const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
-                      const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device) {
+json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, models::TextEncoder& text,
+                    const std::vector<std::string>& prompts, uint64_t seed, const std::vector<int64_t>& latent_shape,
+                    const dist::DistContext& ctx, torch::Device device) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> mine;
   std::vector<int64_t> ids;
@@ -70,17 +85,17 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
   json per_prompt = json::array();
   if (!mine.empty()) {
     std::vector<rng::Key> keys;
-    for (auto i : ids) keys.push_back(rng::key(opt.seed, "teacher_eval", static_cast<uint64_t>(i), "noise"));
-    auto x = diffusion::randn_per_sample(keys, opt.latent_shape, torch::TensorOptions().device(device));
+    for (auto i : ids) keys.push_back(rng::key(seed, "teacher_eval", static_cast<uint64_t>(i), "noise"));
+    auto x = diffusion::randn_per_sample(keys, latent_shape, torch::TensorOptions().device(device));
     auto cond = text.encode(mine).to(device);
     auto uncond = text.encode({""}).to(device);
     // Per-prompt streams: a prompt's sample is the same whatever the world size.
     auto step_noise = [&](int64_t k) {
       std::vector<rng::Key> sk;
-      for (auto i : ids) sk.push_back(rng::key(opt.seed, "teacher_eval", static_cast<uint64_t>(i), cat("step_noise/", k)));
-      return diffusion::randn_per_sample(sk, opt.latent_shape, torch::TensorOptions().device(device));
+      for (auto i : ids) sk.push_back(rng::key(seed, "teacher_eval", static_cast<uint64_t>(i), cat("step_noise/", k)));
+      return diffusion::randn_per_sample(sk, latent_shape, torch::TensorOptions().device(device));
     };
-    auto x0 = sample_ddim_cfg(unet, schedule, x, cond, uncond, opt.guidance, opt.steps, opt.ddim, step_noise);
+    auto x0 = sample(x, cond, uncond, step_noise);
     auto clips = decode_clips(ae, x0.to(torch::kCPU));
     for (size_t i = 0; i < mine.size(); ++i) {
       auto a = eval::analyse_clip(clips[i]);
@@ -101,8 +116,20 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
     a.found = {e["colour"], e["shape"], e["direction"]};
     score.add(eval::parse_caption(e["prompt"]), a);
   }
-  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"ddim_steps", opt.steps}, {"ddim_eta", opt.ddim.eta}, {"guidance", opt.guidance},
-          {"score", score.to_json()}, {"per_prompt", all}};
+  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"score", score.to_json()}, {"per_prompt", all}};
+}
+
+json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
+                      const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
+                      const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device) {
+  auto ddim = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& uncond, const StepNoise& step_noise) {
+    return sample_ddim_cfg(unet, schedule, std::move(x), cond, uncond, opt.guidance, opt.steps, opt.ddim, step_noise);
+  };
+  json r = prompt_fidelity(ddim, ae, text, prompts, opt.seed, opt.latent_shape, ctx, device);
+  r["ddim_steps"] = opt.steps;
+  r["ddim_eta"] = opt.ddim.eta;
+  r["guidance"] = opt.guidance;
+  return r;
 }
 
 json denoising_residual(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,

@@ -32,16 +32,35 @@ struct FidelityOptions {
 /// skipping any caption in `training_captions`.
 std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::set<std::string>& training_captions);
 
+/// Standard normal noise for sampler step k, one row per prompt of the batch.
+using StepNoise = std::function<torch::Tensor(int64_t)>;
+
 /// DDIM with classifier-free guidance from noise x_T: out = out_u + w (out_c - out_u) per step
 /// (on the model output, eps or v, as diffusers' pipelines do). With ddim.eta > 0, step k (0-based)
 /// adds step_noise(k), standard normal shaped like x.
 torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                               const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
                               const diffusion::DdimOptions& ddim,
-                              const std::function<torch::Tensor(int64_t)>& step_noise = {});
+                              const StepNoise& step_noise = {});
 
-/// Collective: prompts are dealt to ranks (prompt i to rank i % world), scores summed. Returns
-/// {"prompts", "samples": FidelityScore json, "per_prompt": [...]} on every rank.
+/// LCM multistep sampling of a consistency student (MCM.md "Sampling the student": no guidance,
+/// re-noised with step_noise(k) between steps) over `steps` timesteps of lcm's distillation grid.
+torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+                         const torch::Tensor& cond, int64_t steps, const diffusion::LcmOptions& lcm, const StepNoise& step_noise);
+
+/// Samples latents [N, C, T, H, W] from x_T for N prompts (cond [N, L, D], uncond [1, L, D]).
+using PromptSampler = std::function<torch::Tensor(torch::Tensor x_T, const torch::Tensor& cond, const torch::Tensor& uncond,
+                                                  const StepNoise& step_noise)>;
+
+/// Collective: prompts are dealt to ranks (prompt i to rank i % world), each sampled by `sample`
+/// from its own noise (stream "teacher_eval"/i, so any sampler of the same prompts starts from the
+/// same x_T, whatever the world size), decoded and analysed; scores summed. Returns {"prompts",
+/// "score": FidelityScore json, "per_prompt": [...]} on every rank.
+nlohmann::json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, models::TextEncoder& text,
+                               const std::vector<std::string>& prompts, uint64_t seed, const std::vector<int64_t>& latent_shape,
+                               const dist::DistContext& ctx, torch::Device device);
+
+/// prompt_fidelity of the teacher's guided DDIM (sample_ddim_cfg with `opt`), plus its settings.
 nlohmann::json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
                                 const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
                                 const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device);

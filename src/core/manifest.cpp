@@ -337,8 +337,8 @@ std::vector<std::string> verify(const stdfs::path& run_dir) {
   // Every file: the latest recorded entry (outputs, then inputs) must match the disk.
   std::map<std::string, json> files;
   for (auto& r : doc["records"]) {
-    for (auto& i : r.value("inputs", json::array()))
-      if (i.contains("checksum") && !files.count(i["path"])) files[i["path"]] = i;
+    for (auto& i : r.value("inputs", json::array()))  // "kind": "set": many files under one checksum, no single file to check
+      if (i.contains("checksum") && i.value("kind", "") != "set" && !files.count(i["path"])) files[i["path"]] = i;
     for (auto& o : r.value("outputs", json::array())) files[o["path"]] = o;
   }
   for (auto& [path, e] : files) {

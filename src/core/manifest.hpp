@@ -142,6 +142,8 @@ std::map<std::string, json> recorded_outputs(const json& doc, const std::string&
 
 /// Rechecks every recorded file (size and checksum, latest record per path; journal entries of
 /// open records included), every stage's latest record status, and journals without a record.
+/// An input entry with "kind": "set" names many files under one checksum (a folder of shards, a
+/// teacher plus data): it identifies what an output was made from and is not checked as a file.
 /// Returns human-readable problems; empty means verified.
 std::vector<std::string> verify(const stdfs::path& run_dir);
 /// Human summary of the records, or the lineage of one output (its record, inputs, their

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cmath>
 #include <cstdlib>
+#include <set>
 #include <sstream>
 
 #include "core/error.hpp"
@@ -161,6 +162,11 @@ void Trainer::checkpoint(int64_t step) {
     models::write_tensors(folder / "model.safetensors", model);
     models::write_tensors(folder / "optimizer.safetensors", opt_->state());
     if (ema_) models::write_tensors(folder / "ema.safetensors", ema_->state());
+    if (!spec_.state.empty()) {
+      models::TensorMap state;
+      for (auto& [name, v] : spec_.state) state[name] = v.detach().cpu().contiguous();
+      models::write_tensors(folder / "state.safetensors", state);
+    }
     json t{{"stage", spec_.stage},
            {"step", step},
            {"optimizer_steps", opt_->steps_taken()},
@@ -187,6 +193,27 @@ void Trainer::checkpoint(int64_t step) {
     if (spec_.on_checkpoint) spec_.on_checkpoint(done, step);
   }
 }
+
+namespace {
+// Copies the tensors of `file` into `dst` by name; every name must be there with its shape, and
+// the file must hold nothing else (a KeyMismatch report naming the file otherwise).
+void load_named(const stdfs::path& file, const NamedTensors& dst) {
+  auto src = models::read_tensors(file);
+  torch::NoGradGuard no_grad;
+  models::KeyMismatch km;
+  std::set<std::string> known;
+  for (auto& [name, p] : dst) {
+    known.insert(name);
+    auto it = src.find(name);
+    if (it == src.end()) km.missing.push_back(name);
+    else if (it->second.sizes() != p.sizes()) km.add_misshaped(name, it->second.sizes(), p.sizes());
+    else p.copy_(it->second);
+  }
+  for (auto& [k, v] : src)
+    if (!known.count(k)) km.unexpected.push_back(k);
+  km.throw_if_any(cat("checkpoint tensors ", file.string()));
+}
+}  // namespace
 
 int64_t Trainer::resume() {
   // Rank 0 chooses (one listing of a possibly networked folder) and checks; all ranks load.
@@ -224,24 +251,8 @@ int64_t Trainer::resume() {
 
   const stdfs::path folder(chosen);
   json t = json::parse(fs::read_text(folder / "trainer.json"));
-  {
-    auto model = models::read_tensors(folder / "model.safetensors");
-    torch::NoGradGuard no_grad;
-    models::KeyMismatch km;
-    for (auto& [name, p] : spec_.params) {
-      auto it = model.find(name);
-      if (it == model.end()) km.missing.push_back(name);
-      else if (it->second.sizes() != p.sizes()) km.add_misshaped(name, it->second.sizes(), p.sizes());
-      else p.copy_(it->second);
-    }
-    if (model.size() != spec_.params.size() && km.missing.empty())
-      for (auto& [k, v] : model) {
-        bool known = false;
-        for (auto& [name, p] : spec_.params) known = known || name == k;
-        if (!known) km.unexpected.push_back(k);
-      }
-    km.throw_if_any(cat("checkpoint weights ", (folder / "model.safetensors").string()));
-  }
+  load_named(folder / "model.safetensors", spec_.params);
+  if (!spec_.state.empty()) load_named(folder / "state.safetensors", spec_.state);
   opt_->load_state(models::read_tensors(folder / "optimizer.safetensors"), t.at("optimizer_steps").get<int64_t>(),
                    (folder / "optimizer.safetensors").string());
   if (ema_) ema_->load_state(models::read_tensors(folder / "ema.safetensors"), (folder / "ema.safetensors").string());
@@ -335,6 +346,7 @@ TrainResult Trainer::run() {
       clip_grads(spec_.params, norm, spec_.optim.grad_clip);
       opt_->step(lr);
       if (ema_) ema_->update(spec_.params);
+      if (spec_.after_step) spec_.after_step(step + 1);
       bad_in_row_ = 0;
     } else {
       ++skipped_;

@@ -40,6 +40,12 @@ struct TrainerSpec {
   OptimConfig optim;
   TrainSection engine;
   NamedTensors params;                ///< trainable parameters (reference names, registration order)
+  /// Training state that the optimizer does not update but a checkpoint must hold (e.g. the EMA
+  /// target copy of MCM's motion head): written to state.safetensors, restored in place on resume.
+  NamedTensors state;
+  /// Runs on every rank after each applied optimizer step (not after skipped ones), with the
+  /// number of steps done; e.g. the update of `state`.
+  std::function<void(int64_t step)> after_step;
   nlohmann::json identity;            ///< config a checkpoint must match to be resumed (flat key -> value)
   uint64_t seed = 0;                  ///< run seed
   /// Rank 0, after each complete checkpoint: record `done_file` (e.g. in the manifest).

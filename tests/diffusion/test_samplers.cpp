@@ -25,7 +25,9 @@ TEST_F(Golden, AlphasCumprod) {
     for (bool r : {false, true}) {
       NoiseSchedule ns({1000, 0.00085, 0.012, s, r});
       EXPECT_LE(max_err(ns.alphas_cumprod(), get("abar/" + s + "/" + std::to_string(int(r)))), 1e-7) << s << r;
-      if (r) EXPECT_EQ(ns.alphas_cumprod()[-1].item<float>(), 0.0f);  // zero terminal SNR
+      if (r) {
+        EXPECT_EQ(ns.alphas_cumprod()[-1].item<float>(), 0.0f);  // zero terminal SNR
+      }
     }
 }
 

@@ -30,13 +30,13 @@ ALL_BROKEN = ["corrupt_mp4", "short_clip", "missing_caption", "bad_utf8_caption"
 SMALL = ["synth.videos=16", "synth.images=8", "synth.image_shards=2", "prep.clips_per_video=1"]
 
 
-def mcm(args, run_dir, sets=(), np_=1, check=True):
+def mcm(args, run_dir, sets=(), np_=1, check=True, timeout=600):
     cmd = [MCM] + args + ["--config", TINY, "--set", f"run.dir={run_dir}"]
     for s in sets:
         cmd += ["--set", s]
     if np_ > 1:
         cmd = [MPIEXEC, "-n", str(np_), "--oversubscribe"] + cmd
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p

@@ -1,0 +1,336 @@
+// `mcm distill`: MCM's consistency distillation of the teacher into a few-step student on the
+// training engine (src/train): the student is the teacher plus LoRA on MCM's target list (temporal
+// convs frozen), trained with the consistency loss on a motion representation (pipeline/
+// distill_model.hpp) and mixed trajectories. Writes distill/student/unet (LoRA merged, a diffusers
+// folder), distill/student/lora (the adapters in PEFT form), distill/student/scheduler (LCMScheduler
+// settings) and distill/metrics.jsonl; the motion head and its target copy live in checkpoints only.
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "core/rng.hpp"
+#include "core/signals.hpp"
+#include "models/encoders.hpp"
+#include "models/lora.hpp"
+#include "models/weights.hpp"
+#include "pipeline/distill_config.hpp"
+#include "pipeline/distill_model.hpp"
+#include "pipeline/prep_shards.hpp"
+#include "pipeline/stages.hpp"
+#include "pipeline/teacher_fidelity.hpp"
+#include "stages/stage_run.hpp"
+#include "stages/stage_table.hpp"
+#include "train/trainer.hpp"
+
+namespace mcm::stages {
+namespace {
+using json = nlohmann::json;
+namespace stdfs = std::filesystem;
+
+// Version of the distillation algorithm (loss, draws, init): bump when a change alters the student
+// written for the same config, data and teacher, so an old student is not reused.
+constexpr const char* kDistillCodeVersion = "1";
+MCM_CONFIG_SECTION(DistillSection);
+
+// The teacher a distillation starts from, and how it was trained to be sampled.
+struct TeacherSource {
+  stdfs::path unet;                       ///< diffusers unet/ folder
+  std::string checksum;                   ///< folder_checksum(unet)
+  diffusion::ScheduleOptions schedule;    ///< from scheduler/scheduler_config.json beside unet/
+  diffusion::Prediction prediction = diffusion::Prediction::epsilon;
+  std::string prediction_name = "epsilon";
+};
+
+// models.teacher.path, or the embedded teacher that `mcm teacher` wrote. The schedule comes from
+// the scheduler/ folder beside unet/ (diffusers' layout: ModelScope's and ours); without one,
+// ModelScope's defaults (scaled_linear 0.00085..0.012 over 1000 steps, epsilon).
+TeacherSource find_teacher(const config::Config& cfg) {
+  TeacherSource t;
+  const bool embedded = cfg.models.teacher.path.empty();
+  t.unet = embedded ? stdfs::path(cfg.run.dir) / "teacher" / "unet" : stdfs::path(cfg.models.teacher.path);
+  require<IoError>(stdfs::is_regular_file(t.unet / "config.json"), "distill: no teacher at ", t.unet,
+                   embedded ? " (models.teacher.path is empty, so the embedded teacher is used): run `mcm teacher` first"
+                            : " (models.teacher.path): expected a diffusers unet/ folder with config.json");
+  t.checksum = models::folder_checksum(t.unet);
+  const stdfs::path sched = t.unet.parent_path() / "scheduler" / "scheduler_config.json";
+  if (stdfs::is_regular_file(sched)) {
+    json j;
+    try {
+      j = json::parse(fs::read_text(sched));
+      t.schedule.num_train_timesteps = j.value("num_train_timesteps", t.schedule.num_train_timesteps);
+      t.schedule.beta_start = j.value("beta_start", t.schedule.beta_start);
+      t.schedule.beta_end = j.value("beta_end", t.schedule.beta_end);
+      t.schedule.beta_schedule = j.value("beta_schedule", t.schedule.beta_schedule);
+      t.schedule.rescale_zero_terminal_snr = j.value("rescale_betas_zero_snr", false);
+      t.prediction_name = j.value("prediction_type", std::string("epsilon"));
+    } catch (const json::exception& e) {
+      throw DataError(cat("distill: teacher scheduler ", sched, ": ", e.what()));
+    }
+    t.prediction = diffusion::parse_prediction(t.prediction_name);
+    require<DataError>(t.schedule.beta_schedule == "scaled_linear" || t.schedule.beta_schedule == "linear", "distill: ",
+                       sched, ": beta_schedule \"", t.schedule.beta_schedule, "\" is not supported (linear, scaled_linear)");
+  } else {
+    log::warn("distill: no ", sched.string(), ": assuming ModelScope's schedule (scaled_linear, epsilon prediction)");
+  }
+  return t;
+}
+
+// diffusers' LCMScheduler settings for the student: the teacher's schedule, MCM's timestep scaling.
+json student_scheduler_config(const TeacherSource& t, const DistillSection& d) {
+  return {{"_class_name", "LCMScheduler"},
+          {"num_train_timesteps", t.schedule.num_train_timesteps},
+          {"beta_start", t.schedule.beta_start},
+          {"beta_end", t.schedule.beta_end},
+          {"beta_schedule", t.schedule.beta_schedule},
+          {"original_inference_steps", d.solver_steps},
+          {"timestep_scaling", d.timestep_scaling},
+          {"prediction_type", t.prediction_name},
+          {"rescale_betas_zero_snr", t.schedule.rescale_zero_terminal_snr},
+          {"set_alpha_to_one", true},
+          {"steps_offset", 0},
+          {"clip_sample", false},
+          {"timestep_spacing", "leading"}};
+}
+
+// The settings a checkpoint must share to be resumed: everything that shapes the trajectory.
+json resume_identity(const config::Config& cfg, const ShardInfo& info, const TeacherSource& teacher) {
+  json full = cfg.to_json(), id = json::object();
+  json distill = full["distill"];
+  for (auto it = distill.begin(); it != distill.end();)  // evaluation never shapes the trajectory
+    it = it.key().starts_with("eval_") ? distill.erase(it) : std::next(it);
+  flatten_json(distill, "distill", id);
+  flatten_json(full["models"], "models", id);
+  id["run.seed"] = full["run"]["seed"];
+  id["train.precision"] = full["train"]["precision"];
+  id["data.checksum"] = info.checksum;
+  id["teacher.checksum"] = teacher.checksum;
+  return id;
+}
+
+train::NamedTensors named(torch::nn::Module& m, const std::string& prefix, bool trainable_only) {
+  train::NamedTensors out;
+  for (auto& p : m.named_parameters(true))
+    if (!trainable_only || p.value().requires_grad()) out.emplace_back(prefix + p.key(), p.value());
+  return out;
+}
+}  // namespace
+
+int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
+  const auto& dc = cfg.section<DistillSection>();
+  const auto& engine = cfg.section<train::TrainSection>();
+  const stdfs::path run_dir = cfg.run.dir, out = run_dir / "distill", student_dir = out / "student";
+  torch::set_num_threads(resolve_threads(cfg, ctx));
+  const torch::Device device = rank_device(ctx);
+  const auto seed = static_cast<uint64_t>(cfg.run.seed);
+
+  ShardInfo info = read_video_shards(ctx, run_dir / "prep", "distill");
+  const TeacherSource teacher_src = find_teacher(cfg);
+  const std::string input_checksum = info.checksum + "+" + teacher_src.checksum;
+  StageRun stage("distill", kDistillCodeVersion, cfg, ctx, {"distill", "models", "run.seed", "train.precision"},
+                 input_checksum);
+  if (ctx.is_root()) fs::make_dirs(out);
+  ctx.barrier();
+
+  const stdfs::path weights = student_dir / "unet" / "diffusion_pytorch_model.safetensors",
+                    lora_file = student_dir / "lora" / "pytorch_lora_weights.safetensors",
+                    sched_file = student_dir / "scheduler" / "scheduler_config.json";
+  {
+    auto w = stage.reusable(weights, input_checksum), l = stage.reusable(lora_file, input_checksum),
+         s = stage.reusable(sched_file, input_checksum), c = stage.reusable(student_dir / "unet" / "config.json", input_checksum);
+    if (w && l && s && c) {
+      if (ctx.is_root()) {
+        log::info("distill: ", student_dir.string(), " is up to date (same config, data and teacher): reused");
+        for (auto* e : {&w, &l, &s, &c}) stage.record_reused(**e);
+      }
+      return stage.finish({}, {{"reused", true}}) ? 0 : 1;
+    }
+  }
+
+  auto text_encoder = models::make_text_encoder(cfg.models.text_encoder, run_dir);
+  require<ConfigError>(text_encoder->dim() == info.text[1] && text_encoder->max_length() == info.text[0], "distill: the text encoder (",
+                       text_encoder->name(), ") makes [", text_encoder->max_length(), ", ", text_encoder->dim(),
+                       "] embeddings but the prep shards hold [", info.text[0], ", ", info.text[1],
+                       "]: re-run prep with the same [models.text_encoder]");
+  torch::Tensor uncond = text_encoder->encode({""}).to(device);
+
+  CdModels m;
+  m.teacher = models::load_unet3d(teacher_src.unet);
+  const auto& uc = m.teacher->config();
+  require<DataError>(uc.in_channels == info.latent[0] && uc.cross_attention_dim == info.text[1], "distill: teacher ",
+                     teacher_src.unet, " takes ", uc.in_channels, "-channel latents and ", uc.cross_attention_dim,
+                     "-wide text, but the prep shards hold ", info.latent[0], "-channel latents and ", info.text[1],
+                     "-wide text embeddings");
+  m.teacher->to(device);
+  for (auto& p : m.teacher->parameters()) p.set_requires_grad(false);
+  m.student = models::load_unet3d(teacher_src.unet);
+  models::LoraConfig lc;
+  lc.rank = dc.lora_rank;
+  lc.alpha = dc.lora_alpha;
+  // The same adapter initialisation on every rank (lora_A random, lora_B zero).
+  at::Generator(at::globalContext().defaultGenerator(torch::Device(torch::kCPU)))
+      .set_current_seed(rng::seed64(rng::key(seed, "distill", 0, "init")));
+  const auto adapted = models::attach_lora(*m.student, lc);
+  models::freeze_all_but_lora(*m.student);
+  m.student->to(device);
+  m.student->train();
+
+  models::MotionRepresentation::Options mo;
+  mo.kind = models::parse_motion_kind(dc.motion, "distill.motion");
+  mo.freq_cutoff = dc.freq_cutoff;
+  mo.freq_order = dc.freq_order;
+  mo.freq_high_pass = dc.freq_band == "high";
+  models::MotionRepresentation motion(mo);
+  const bool learn = mo.kind == models::MotionKind::learn;
+  if (learn) {
+    models::MotionHeadConfig hc{info.latent[0], dc.motion_hidden, dc.motion_groups};
+    m.head = models::MotionHead(hc);
+    m.head_target = models::MotionHead(hc);
+    models::load_strict(*m.head_target, models::state_dict(*m.head), "motion head target");
+    m.head->to(device);
+    m.head_target->to(device);
+    for (auto& p : m.head_target->parameters()) p.set_requires_grad(false);
+  }
+  train::configure_torch(engine, seed, "distill", ctx.rank(), device);
+
+  diffusion::NoiseSchedule schedule(teacher_src.schedule);
+  CdOptions co;
+  co.prediction = teacher_src.prediction;
+  co.solver_steps = dc.solver_steps;
+  co.timestep_scaling = dc.timestep_scaling;
+  co.huber_c = dc.huber_c;
+  require<ConfigError>(schedule.num_train_timesteps() % dc.solver_steps == 0, "distill.solver_steps = ", dc.solver_steps,
+                       " does not divide the teacher's ", schedule.num_train_timesteps(), " training timesteps");
+
+  train::TrainerSpec spec;
+  spec.stage = "distill";
+  spec.dir = out;
+  spec.optim = dc.optim;
+  spec.engine = engine;
+  spec.params = named(*m.student, "", true);
+  if (learn) {
+    for (auto& p : named(*m.head, "motion_head.", false)) spec.params.push_back(p);
+    spec.state = named(*m.head_target, "motion_head_target.", false);
+    const double decay = dc.motion_ema;
+    spec.after_step = [&m, decay](int64_t) { ema_update(*m.head_target, *m.head, decay); };
+  }
+  spec.identity = resume_identity(cfg, info, teacher_src);
+  spec.seed = seed;
+  spec.on_checkpoint = [&stage](const stdfs::path& done, int64_t step) {
+    stage.record_output(done, {{"kind", "checkpoint"}, {"step", step}, {"retention", "rolling"}});
+  };
+  const std::vector<int64_t> latent_shape = info.latent;
+  auto loss_fn = [&](const train::Batch& b, int64_t) {
+    auto draws = draw_cd(b.sample_ids, dc, seed, latent_shape, device);
+    auto r = consistency_loss(m, schedule, co, motion, b.latents.to(device), b.text_emb.to(device), uncond, draws);
+    train::LossTerms lt;
+    lt.loss = r.loss;
+    lt.logged["l_cd"] = r.loss.detach().item<double>();
+    lt.logged["mixed_share"] = draws.mixed.to(torch::kFloat64).mean().item<double>();
+    return lt;
+  };
+
+  train::TrainResult res;
+  {
+    train::LoaderOptions lo;
+    lo.shards = info.shards;
+    lo.global_batch = dc.optim.batch;
+    lo.micro_batch = dc.optim.micro_batch;
+    lo.rank = ctx.rank();
+    lo.world = ctx.world_size();
+    lo.seed = seed;
+    lo.stream = "distill_loader";
+    lo.prefetch = static_cast<int>(engine.prefetch);
+    lo.preload = engine.preload;
+    lo.expect_latent = info.latent;
+    lo.expect_text = info.text;
+    train::LatentLoader loader(lo);
+    int64_t trainable = 0;
+    for (auto& [n, p] : spec.params) trainable += p.numel();
+    if (ctx.is_root())
+      log::info("distill: ", loader.items(), " clips, global batch ", dc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
+                dc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", dc.optim.steps, " steps; student = ",
+                teacher_src.unet.string(), " + LoRA rank ", dc.lora_rank, " on ", adapted.size(), " layers, motion ",
+                dc.motion, ", mixed trajectories p = ", dc.mixed_prob, "; ", trainable, " trainable parameters");
+    train::Trainer trainer(spec, ctx, device, loader, loss_fn);
+    res = trainer.run();
+  }
+  if (res.stop_signal != 0) {
+    stage.finish({}, {{"status", "interrupted"},
+                      {"interrupted", {{"signal", StopSignals::name(res.stop_signal)}, {"step", res.step}}}});
+    return 0;
+  }
+
+  // What the outputs were made from: StageRun::reusable matches this checksum on the next run.
+  const json input{{"path", teacher_src.unet.string()}, {"kind", "set"}, {"checksum", input_checksum}, {"prep_checksum", info.checksum},
+                   {"teacher_checksum", teacher_src.checksum}};
+  if (ctx.is_root()) {
+    m.student->eval();
+    models::save_lora(*m.student, lc, student_dir / "lora");
+    models::merge_lora(*m.student);
+    models::save_unet3d(m.student, student_dir / "unet");
+    fs::make_dirs(student_dir / "scheduler");
+    fs::write_atomic(sched_file, student_scheduler_config(teacher_src, dc).dump(2) + "\n");
+    stage.record_output(lora_file, {{"kind", "student_lora"}, {"steps", res.step}, {"input", input}});
+    stage.record_output(student_dir / "unet" / "config.json", {{"kind", "student_config"}, {"input", input}});
+    stage.record_output(weights, {{"kind", "student_weights"}, {"steps", res.step}, {"input", input}});
+    stage.record_output(sched_file, {{"kind", "student_scheduler"}, {"input", input}});
+    stage.record_output(out / "metrics.jsonl", {{"kind", "metrics"}, {"input", input}});
+    log::info("distill: student written to ", student_dir.string(), " (", res.step, " steps)");
+  }
+
+  // Caption fidelity of held-out prompts: the student's few-step LCM samples against the teacher's
+  // guided DDIM at the same step counts, every method from the same x_T per prompt.
+  json fidelity;
+  if (dc.eval_prompts > 0 && cfg.models.text_encoder.kind == "word") {
+    if (!ctx.is_root()) {  // rank 0 merged the adapters above; the others do it now for sampling
+      m.student->eval();
+      models::merge_lora(*m.student);
+    }
+    auto autoencoder = models::make_autoencoder(cfg.models.autoencoder);
+    autoencoder->place(device, torch::kFloat32);
+    text_encoder->place(device, torch::kFloat32);
+    auto prompts = held_out_prompts(dc.eval_prompts, seed, info.captions);
+    diffusion::LcmOptions lcm;
+    lcm.original_inference_steps = dc.solver_steps;
+    lcm.timestep_scaling = dc.timestep_scaling;
+    lcm.prediction = teacher_src.prediction;
+    diffusion::DdimOptions ddim;
+    ddim.prediction = teacher_src.prediction;
+    ddim.set_alpha_to_one = false;
+    if (teacher_src.schedule.rescale_zero_terminal_snr) ddim.timestep_spacing = "trailing";
+    else ddim.steps_offset = 1;
+    for (int64_t steps : {1, 2, 4, 8}) {
+      auto student = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&, const StepNoise& noise) {
+        return sample_lcm(m.student, schedule, std::move(x), cond, steps, lcm, noise);
+      };
+      auto teacher = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& unc, const StepNoise& noise) {
+        return sample_ddim_cfg(m.teacher, schedule, std::move(x), cond, unc, dc.eval_guidance, steps, ddim, noise);
+      };
+      const auto key = std::to_string(steps);
+      fidelity["student_lcm"][key] = prompt_fidelity(student, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
+      fidelity["teacher_ddim"][key] = prompt_fidelity(teacher, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
+      if (ctx.is_root())
+        log::info("distill: caption fidelity at ", steps, " step(s): student (LCM) ",
+                  fidelity["student_lcm"][key]["score"]["accuracy"].dump(), ", teacher (DDIM, guidance ", dc.eval_guidance,
+                  ") ", fidelity["teacher_ddim"][key]["score"]["accuracy"].dump());
+    }
+    fidelity["eval_guidance"] = dc.eval_guidance;
+    if (ctx.is_root()) {
+      fs::write_atomic(out / "fidelity.json", fidelity.dump(1) + "\n");
+      stage.record_output(out / "fidelity.json", {{"kind", "fidelity"}, {"input", input}});
+    }
+  }
+  json fields{{"steps", res.step},          {"resumed_from", res.resumed_from}, {"skipped_steps", res.skipped_steps},
+              {"train_seconds", res.seconds}, {"teacher", teacher_src.unet.string()},
+              {"teacher_checksum", teacher_src.checksum}, {"motion", dc.motion}};
+  if (res.step > std::max<int64_t>(res.resumed_from, 0)) fields["final_loss"] = res.last_loss;  // steps ran in this process
+  if (!fidelity.is_null())
+    for (const char* method : {"student_lcm", "teacher_ddim"})
+      for (auto& [steps, r] : fidelity[method].items()) fields["fidelity"][method][steps] = r["score"];
+  return stage.finish({}, fields) ? 0 : 1;
+}
+
+MCM_STAGE("distill", 40, run_distill, "MCM distillation of the teacher into a few-step LoRA student");
+
+}  // namespace mcm::stages

@@ -1,0 +1,67 @@
+#include "pipeline/prep_shards.hpp"
+
+#include <algorithm>
+
+#include "core/checksum.hpp"
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "io/hdf5_store.hpp"
+
+namespace mcm::stages {
+using json = nlohmann::json;
+namespace stdfs = std::filesystem;
+
+ShardInfo read_video_shards(const dist::DistContext& ctx, const stdfs::path& prep_dir, const std::string& stage) {
+  std::string msg;
+  if (ctx.is_root()) {
+    try {
+      json j{{"shards", json::array()}, {"captions", json::array()}};
+      std::vector<std::string> names;
+      if (stdfs::is_directory(prep_dir))
+        for (auto& n : fs::list_dir(prep_dir))
+          if (n.rfind("video-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
+      std::sort(names.begin(), names.end());
+      require<IoError>(!names.empty(), stage, ": no video latent shards (prep/video-*.h5) in ", prep_dir,
+                       ": run `mcm prep` first");
+      std::string sums;
+      std::set<std::string> caps;
+      for (auto& n : names) {
+        io::LatentShardReader r(prep_dir / n);
+        if (j["shards"].empty()) {
+          for (auto d : r.latent_shape()) j["latent"].push_back(static_cast<int64_t>(d));
+          for (auto d : r.text_shape()) j["text"].push_back(static_cast<int64_t>(d));
+        }
+        for (auto& c : r.strings("caption")) caps.insert(c);
+        j["shards"].push_back((prep_dir / n).string());
+        sums += n + ":" + checksum::of_file(prep_dir / n) + "\n";
+      }
+      require<DataError>(j["latent"].size() == 4, stage, ": ", prep_dir / names.front(), " holds latents of rank ",
+                         j["latent"].size() + 1, "; video latents [N, C, T, H, W] expected");
+      j["captions"] = caps;
+      j["checksum"] = checksum::of_bytes(sums);
+      msg = "ok\n" + j.dump();
+    } catch (const std::exception& e) {
+      msg = cat("error\n", e.what());
+    }
+  }
+  msg = ctx.broadcast(msg);
+  if (msg.rfind("error\n", 0) == 0) throw IoError(msg.substr(6));
+  json j = json::parse(msg.substr(3));
+  ShardInfo s;
+  for (auto& p : j["shards"]) s.shards.emplace_back(p.get<std::string>());
+  s.latent = j["latent"].get<std::vector<int64_t>>();
+  s.text = j["text"].get<std::vector<int64_t>>();
+  s.checksum = j["checksum"];
+  for (auto& c : j["captions"]) s.captions.insert(c.get<std::string>());
+  return s;
+}
+
+void flatten_json(const json& j, const std::string& prefix, json& out) {
+  if (j.is_object()) {
+    for (auto& [k, v] : j.items()) flatten_json(v, prefix.empty() ? k : prefix + "." + k, out);
+  } else {
+    out[prefix] = j;
+  }
+}
+
+}  // namespace mcm::stages
