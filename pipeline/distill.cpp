@@ -232,19 +232,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
 
   train::TrainResult res;
   {
-    train::LoaderOptions lo;
-    lo.shards = info.shards;
-    lo.global_batch = dc.optim.batch;
-    lo.micro_batch = dc.optim.micro_batch;
-    lo.rank = ctx.rank();
-    lo.world = ctx.world_size();
-    lo.seed = seed;
-    lo.stream = "distill_loader";
-    lo.prefetch = static_cast<int>(engine.prefetch);
-    lo.preload = engine.preload;
-    lo.expect_latent = info.latent;
-    lo.expect_text = info.text;
-    train::LatentLoader loader(lo);
+    train::LatentLoader loader(loader_options(info, dc.optim, engine, ctx, seed, "distill_loader"));
     int64_t trainable = 0;
     for (auto& [n, p] : spec.params) trainable += p.numel();
     if (ctx.is_root())

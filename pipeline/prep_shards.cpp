@@ -56,6 +56,23 @@ ShardInfo read_video_shards(const dist::DistContext& ctx, const stdfs::path& pre
   return s;
 }
 
+train::LoaderOptions loader_options(const ShardInfo& info, const train::OptimConfig& optim, const train::TrainSection& engine,
+                                    const dist::DistContext& ctx, uint64_t seed, const std::string& stream) {
+  train::LoaderOptions lo;
+  lo.shards = info.shards;
+  lo.global_batch = optim.batch;
+  lo.micro_batch = optim.micro_batch;
+  lo.rank = ctx.rank();
+  lo.world = ctx.world_size();
+  lo.seed = seed;
+  lo.stream = stream;
+  lo.prefetch = static_cast<int>(engine.prefetch);
+  lo.preload = engine.preload;
+  lo.expect_latent = info.latent;
+  lo.expect_text = info.text;
+  return lo;
+}
+
 void flatten_json(const json& j, const std::string& prefix, json& out) {
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) flatten_json(v, prefix.empty() ? k : prefix + "." + k, out);

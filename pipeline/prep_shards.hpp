@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "dist/dist_context.hpp"
+#include "train/latent_loader.hpp"
+#include "train/train_config.hpp"
 
 namespace mcm::stages {
 
@@ -22,6 +24,12 @@ struct ShardInfo {
 /// Collective. IoError naming `stage` and the folder when there are no video shards (run prep
 /// first) or one cannot be read; DataError when they hold image latents.
 ShardInfo read_video_shards(const dist::DistContext& ctx, const std::filesystem::path& prep_dir, const std::string& stage);
+
+/// The training loader over these shards for a stage's optimisation keys: its global and micro
+/// batch, this rank's slice, the engine's prefetch and preload, the expected shapes, and its own
+/// order stream (`stream`, e.g. "teacher_loader").
+train::LoaderOptions loader_options(const ShardInfo& info, const train::OptimConfig& optim, const train::TrainSection& engine,
+                                    const dist::DistContext& ctx, uint64_t seed, const std::string& stream);
 
 /// Nested JSON objects as flat "a.b.c" -> leaf entries added to `out` (resume identities).
 void flatten_json(const nlohmann::json& j, const std::string& prefix, nlohmann::json& out);

@@ -145,19 +145,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   train::TrainResult res;
   json fidelity;
   {
-    train::LoaderOptions lo;
-    lo.shards = info.shards;
-    lo.global_batch = tc.optim.batch;
-    lo.micro_batch = tc.optim.micro_batch;
-    lo.rank = ctx.rank();
-    lo.world = ctx.world_size();
-    lo.seed = seed;
-    lo.stream = "teacher_loader";
-    lo.prefetch = static_cast<int>(engine.prefetch);
-    lo.preload = engine.preload;
-    lo.expect_latent = info.latent;
-    lo.expect_text = info.text;
-    train::LatentLoader loader(lo);
+    train::LatentLoader loader(loader_options(info, tc.optim, engine, ctx, seed, "teacher_loader"));
     if (ctx.is_root())
       log::info("teacher: ", loader.items(), " clips, global batch ", tc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
                 tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, UNet3D ",
