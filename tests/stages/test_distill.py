@@ -22,7 +22,8 @@ from test_teacher import FAST as TEACHER_FAST, SMALL, wait_for
 
 # A tiny student: few adapters, a narrow motion head, a few steps, mixed trajectories on.
 FAST = ["distill.lora_rank=4", "distill.lora_alpha=4", "distill.motion_hidden=8", "distill.motion_groups=4",
-        "distill.warmup_steps=2", "distill.lr=1e-3", "distill.mixed_prob=0.5", "run.threads=1", "train.log_every=1"]
+        "distill.warmup_steps=2", "distill.lr=1e-3", "distill.mixed_prob=0.5", "distill.eval_prompts=0", "run.threads=1",
+        "train.log_every=1"]
 STUDENT = os.path.join("distill", "student")
 
 

@@ -1,7 +1,7 @@
 """The teacher's acceptance check (label `acceptance`, not in the default `scripts/test.sh` run):
 the embedded default as the README runs it must write a teacher whose guided 50-step samples of
 held-out prompts show the captioned colour, shape and direction clearly above chance. Run with
-`cd build && ctest -L acceptance --output-on-failure` (about 30 minutes on 2 cores)."""
+`cd build && ctest -L acceptance --output-on-failure` (about 25 minutes on a quiet 2-core machine)."""
 import json
 import os
 import shutil
