@@ -19,6 +19,7 @@
 #include "pipeline/prep_shards.hpp"
 #include "pipeline/stages.hpp"
 #include "pipeline/teacher_fidelity.hpp"
+#include "pipeline/teacher_model.hpp"
 #include "stages/stage_run.hpp"
 #include "stages/stage_table.hpp"
 #include "train/trainer.hpp"
@@ -93,21 +94,6 @@ json student_scheduler_config(const TeacherSource& t, const DistillSection& d) {
           {"timestep_spacing", "leading"}};
 }
 
-// The settings a checkpoint must share to be resumed: everything that shapes the trajectory.
-json resume_identity(const config::Config& cfg, const ShardInfo& info, const TeacherSource& teacher) {
-  json full = cfg.to_json(), id = json::object();
-  json distill = full["distill"];
-  for (auto it = distill.begin(); it != distill.end();)  // evaluation never shapes the trajectory
-    it = it.key().starts_with("eval_") ? distill.erase(it) : std::next(it);
-  flatten_json(distill, "distill", id);
-  flatten_json(full["models"], "models", id);
-  id["run.seed"] = full["run"]["seed"];
-  id["train.precision"] = full["train"]["precision"];
-  id["data.checksum"] = info.checksum;
-  id["teacher.checksum"] = teacher.checksum;
-  return id;
-}
-
 train::NamedTensors named(torch::nn::Module& m, const std::string& prefix, bool trainable_only) {
   train::NamedTensors out;
   for (auto& p : m.named_parameters(true))
@@ -148,10 +134,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   }
 
   auto text_encoder = models::make_text_encoder(cfg.models.text_encoder, run_dir);
-  require<ConfigError>(text_encoder->dim() == info.text[1] && text_encoder->max_length() == info.text[0], "distill: the text encoder (",
-                       text_encoder->name(), ") makes [", text_encoder->max_length(), ", ", text_encoder->dim(),
-                       "] embeddings but the prep shards hold [", info.text[0], ", ", info.text[1],
-                       "]: re-run prep with the same [models.text_encoder]");
+  require_text_encoder_fits(*text_encoder, info, "distill");
   torch::Tensor uncond = text_encoder->encode({""}).to(device);
 
   CdModels m;
@@ -214,7 +197,8 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     const double decay = dc.motion_ema;
     spec.after_step = [&m, decay](int64_t) { ema_update(*m.head_target, *m.head, decay); };
   }
-  spec.identity = resume_identity(cfg, info, teacher_src);
+  spec.identity = training_identity(cfg, "distill", info);
+  spec.identity["teacher.checksum"] = teacher_src.checksum;
   spec.seed = seed;
   spec.on_checkpoint = [&stage](const stdfs::path& done, int64_t step) {
     stage.record_output(done, {{"kind", "checkpoint"}, {"step", step}, {"retention", "rolling"}});
@@ -283,11 +267,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     lcm.original_inference_steps = dc.solver_steps;
     lcm.timestep_scaling = dc.timestep_scaling;
     lcm.prediction = teacher_src.prediction;
-    diffusion::DdimOptions ddim;
-    ddim.prediction = teacher_src.prediction;
-    ddim.set_alpha_to_one = false;
-    if (teacher_src.schedule.rescale_zero_terminal_snr) ddim.timestep_spacing = "trailing";
-    else ddim.steps_offset = 1;
+    const auto ddim = teacher_ddim(teacher_src.prediction, teacher_src.schedule.rescale_zero_terminal_snr);
     for (int64_t steps : {1, 2, 4, 8}) {
       auto student = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&, const StepNoise& noise) {
         return sample_lcm(m.student, schedule, std::move(x), cond, steps, lcm, noise);

@@ -105,7 +105,6 @@ CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule,
   CdOutput r;
   r.loss = (torch::sqrt((wide(mp) - wide(mt)).pow(2) + c * c) - c).mean();
   r.pred = pred;
-  r.x0 = x0;
   return r;
 }
 

@@ -45,7 +45,6 @@ struct CdModels {
 struct CdOutput {
   torch::Tensor loss;  ///< L_CD, float32 scalar, with grad into the LoRA and the motion head
   torch::Tensor pred;  ///< f_theta(x_t, t, c) with grad: the student's clean estimate (the discriminator's fake)
-  torch::Tensor x0;    ///< the x0 each sample's trajectory started from (real or the student's own)
 };
 
 /// L_CD of one micro-batch: x0 (real latents, or where draws.mixed the student's one-step sample

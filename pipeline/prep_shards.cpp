@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "core/fs.hpp"
 #include "io/hdf5_store.hpp"
+#include "models/encoders.hpp"
 
 namespace mcm::stages {
 using json = nlohmann::json;
@@ -73,12 +74,33 @@ train::LoaderOptions loader_options(const ShardInfo& info, const train::OptimCon
   return lo;
 }
 
+void require_text_encoder_fits(const models::TextEncoder& text, const ShardInfo& info, const std::string& stage) {
+  require<ConfigError>(text.dim() == info.text[1] && text.max_length() == info.text[0], stage, ": the text encoder (",
+                       text.name(), ") makes [", text.max_length(), ", ", text.dim(), "] embeddings but the prep shards hold [",
+                       info.text[0], ", ", info.text[1], "]: re-run prep with the same [models.text_encoder]");
+}
+
+namespace {
 void flatten_json(const json& j, const std::string& prefix, json& out) {
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) flatten_json(v, prefix.empty() ? k : prefix + "." + k, out);
   } else {
     out[prefix] = j;
   }
+}
+}  // namespace
+
+json training_identity(const config::Config& cfg, const std::string& section, const ShardInfo& info) {
+  json full = cfg.to_json(), id = json::object();
+  json own = full[section];
+  for (auto it = own.begin(); it != own.end();)
+    it = it.key().starts_with("eval_") ? own.erase(it) : std::next(it);
+  flatten_json(own, section, id);
+  flatten_json(full["models"], "models", id);
+  id["run.seed"] = full["run"]["seed"];
+  id["train.precision"] = full["train"]["precision"];
+  id["data.checksum"] = info.checksum;
+  return id;
 }
 
 }  // namespace mcm::stages

@@ -8,9 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "core/config.hpp"
 #include "dist/dist_context.hpp"
 #include "train/latent_loader.hpp"
 #include "train/train_config.hpp"
+
+namespace mcm::models {
+class TextEncoder;
+}
 
 namespace mcm::stages {
 
@@ -31,7 +36,13 @@ ShardInfo read_video_shards(const dist::DistContext& ctx, const std::filesystem:
 train::LoaderOptions loader_options(const ShardInfo& info, const train::OptimConfig& optim, const train::TrainSection& engine,
                                     const dist::DistContext& ctx, uint64_t seed, const std::string& stream);
 
-/// Nested JSON objects as flat "a.b.c" -> leaf entries added to `out` (resume identities).
-void flatten_json(const nlohmann::json& j, const std::string& prefix, nlohmann::json& out);
+/// ConfigError naming `stage` unless `text` makes the embeddings the shards hold ([L, D]).
+void require_text_encoder_fits(const models::TextEncoder& text, const ShardInfo& info, const std::string& stage);
+
+/// The settings a training stage's checkpoint must share to be resumed: everything that shapes the
+/// trajectory, flat ("section.key" -> value): the stage's section without its eval_* keys (which
+/// never shape training, including ones added later), [models], run.seed, train.precision and the
+/// data checksum. Not cadence, logging or timeouts.
+nlohmann::json training_identity(const config::Config& cfg, const std::string& section, const ShardInfo& info);
 
 }  // namespace mcm::stages

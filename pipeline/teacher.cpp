@@ -31,21 +31,6 @@ namespace stdfs = std::filesystem;
 constexpr const char* kTeacherCodeVersion = "1";
 MCM_CONFIG_SECTION(TeacherSection);
 
-// The settings a checkpoint must share to be resumed: everything that shapes the trajectory
-// (not cadence, logging, timeouts or the evaluation keys).
-json resume_identity(const config::Config& cfg, const ShardInfo& info) {
-  json full = cfg.to_json(), id = json::object();
-  json teacher = full["teacher"];
-  for (auto it = teacher.begin(); it != teacher.end();)  // every eval_* key, including ones added later
-    it = it.key().starts_with("eval_") ? teacher.erase(it) : std::next(it);
-  flatten_json(teacher, "teacher", id);
-  flatten_json(full["models"], "models", id);
-  id["run.seed"] = full["run"]["seed"];
-  id["train.precision"] = full["train"]["precision"];
-  id["data.checksum"] = info.checksum;
-  return id;
-}
-
 // Real runs: check a diffusers unet/ folder against the data and record it.
 int check_external(const config::Config& cfg, const dist::DistContext& ctx) {
   const stdfs::path folder = cfg.models.teacher.path;
@@ -116,10 +101,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
 
   auto text_encoder = models::make_text_encoder(cfg.models.text_encoder, run_dir);
   auto autoencoder = models::make_autoencoder(cfg.models.autoencoder);
-  require<ConfigError>(text_encoder->dim() == info.text[1] && text_encoder->max_length() == info.text[0], "teacher: the text encoder (",
-                       text_encoder->name(), ") makes [", text_encoder->max_length(), ", ", text_encoder->dim(),
-                       "] embeddings but the prep shards hold [", info.text[0], ", ", info.text[1],
-                       "]: re-run prep with the same [models.text_encoder]");
+  require_text_encoder_fits(*text_encoder, info, "teacher");
   torch::Tensor empty_text = text_encoder->encode({""});
 
   // The same initial weights on every rank: the default generator seeded identically for init.
@@ -137,7 +119,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   spec.optim = tc.optim;
   spec.engine = engine;
   for (auto& p : unet->named_parameters(/*recurse=*/true)) spec.params.emplace_back(p.key(), p.value());
-  spec.identity = resume_identity(cfg, info);
+  spec.identity = training_identity(cfg, "teacher", info);
   spec.seed = seed;
   spec.on_checkpoint = [&stage](const stdfs::path& done, int64_t step) {
     stage.record_output(done, {{"kind", "checkpoint"}, {"step", step}, {"retention", "rolling"}});

@@ -80,16 +80,20 @@ diffusion::ScheduleOptions teacher_schedule(const TeacherSection& t) {
   return o;
 }
 
-diffusion::DdimOptions teacher_ddim(const TeacherSection& t) {
+diffusion::DdimOptions teacher_ddim(diffusion::Prediction prediction, bool zero_terminal_snr) {
   diffusion::DdimOptions o;
-  o.prediction = diffusion::parse_prediction(t.prediction);
+  o.prediction = prediction;
   o.set_alpha_to_one = false;
-  if (t.zero_terminal_snr) {
+  if (zero_terminal_snr) {
     o.timestep_spacing = "trailing";
   } else {
     o.steps_offset = 1;
   }
   return o;
+}
+
+diffusion::DdimOptions teacher_ddim(const TeacherSection& t) {
+  return teacher_ddim(diffusion::parse_prediction(t.prediction), t.zero_terminal_snr);
 }
 
 nlohmann::json teacher_scheduler_config(const TeacherSection& t) {

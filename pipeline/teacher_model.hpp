@@ -27,8 +27,10 @@ train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& 
 /// The teacher's noise schedule: SD/ModelScope's scaled_linear betas, rescaled to zero terminal
 /// SNR when the config says so.
 diffusion::ScheduleOptions teacher_schedule(const TeacherSection& t);
-/// Its DDIM sampler settings: SD's (leading spacing, steps_offset 1, set_alpha_to_one false), or
-/// trailing spacing at zero terminal SNR (Lin et al.), with the prediction type.
+/// A teacher's DDIM sampler settings: SD's (leading spacing, steps_offset 1, set_alpha_to_one
+/// false), or trailing spacing at zero terminal SNR (Lin et al.), with the prediction type.
+diffusion::DdimOptions teacher_ddim(diffusion::Prediction prediction, bool zero_terminal_snr);
+/// The same for the embedded teacher's [teacher] section.
 diffusion::DdimOptions teacher_ddim(const TeacherSection& t);
 /// The same as diffusers' DDIMScheduler scheduler_config.json.
 nlohmann::json teacher_scheduler_config(const TeacherSection& t);
