@@ -213,6 +213,18 @@ class Distill(unittest.TestCase):
                 p = distill(run, sets, check=False)
                 self.assertNotEqual(p.returncode, 0)
                 self.assertIn(msg, p.stderr)
+        # A teacher whose scheduler settings cannot be read is named by file.
+        bad = self.fresh("bad-scheduler")
+        with open(os.path.join(bad, "teacher", "scheduler", "scheduler_config.json"), "w") as f:
+            f.write('{"beta_schedule": ')
+        p = distill(bad, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stderr, r"teacher scheduler .*scheduler_config\.json")
+        with open(os.path.join(bad, "teacher", "scheduler", "scheduler_config.json"), "w") as f:
+            json.dump({"beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample"}, f)
+        p = distill(bad, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn('beta_schedule "squaredcos_cap_v2" is not supported', p.stderr)
         no_teacher = self.fresh("no-teacher", teacher=False)
         p = distill(no_teacher, check=False)
         self.assertNotEqual(p.returncode, 0)
