@@ -31,7 +31,7 @@ namespace stdfs = std::filesystem;
 
 // Version of the distillation algorithm (loss, draws, init): bump when a change alters the student
 // written for the same config, data and teacher, so an old student is not reused.
-constexpr const char* kDistillCodeVersion = "1";
+constexpr const char* kDistillCodeVersion = "2";  // 2: the frame discriminator
 MCM_CONFIG_SECTION(DistillSection);
 
 // The teacher a distillation starts from, and how it was trained to be sampled.
@@ -94,6 +94,18 @@ json student_scheduler_config(const TeacherSource& t, const DistillSection& d) {
           {"timestep_spacing", "leading"}};
 }
 
+std::string cat_shape(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+train::NamedTensors buffers(torch::nn::Module& m, const std::string& prefix) {
+  train::NamedTensors out;
+  for (auto& b : m.named_buffers(true)) out.emplace_back(prefix + b.key(), b.value());
+  return out;
+}
+
 train::NamedTensors named(torch::nn::Module& m, const std::string& prefix, bool trainable_only) {
   train::NamedTensors out;
   for (auto& p : m.named_parameters(true))
@@ -110,9 +122,36 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   const torch::Device device = rank_device(ctx);
   const auto seed = static_cast<uint64_t>(cfg.run.seed);
 
-  ShardInfo info = read_video_shards(ctx, run_dir / "prep", "distill");
+  ShardInfo info = read_latent_shards(ctx, run_dir / "prep", "distill");
+  const bool adversarial = dc.disc_weight > 0;
+  const bool real_images = adversarial && dc.disc_real == "images";
+  ShardInfo images;
+  if (real_images) {
+    try {
+      images = read_latent_shards(ctx, run_dir / "prep", "distill", "image");
+    } catch (const IoError& e) {
+      throw IoError(cat(e.what(), " (distill.disc_real = \"images\" takes the discriminator's real frames from them; "
+                                  "set distill.disc_real = \"clip\" to take them from the training clips)"));
+    }
+    const std::vector<int64_t> want{info.latent[0], info.latent[2], info.latent[3]};
+    require<DataError>(images.latent == want && images.text == info.text, "distill: the image shards (",
+                       images.shards.front(), ", ...) hold latents ", cat_shape(images.latent), " and text ",
+                       cat_shape(images.text), ", but the video shards' frames are ", cat_shape(want), " and text ",
+                       cat_shape(info.text), " (distill.disc_real = \"images\"); prep both with the same settings, or set "
+                       "distill.disc_real = \"clip\"");
+  }
   const TeacherSource teacher_src = find_teacher(cfg);
-  const std::string input_checksum = info.checksum + "+" + teacher_src.checksum;
+  const bool dino = adversarial && dc.disc_backbone == "dinov2";
+  std::string dino_checksum;
+  if (dino) {
+    require<IoError>(stdfs::is_regular_file(stdfs::path(dc.disc_backbone_path) / "config.json"), "distill: no DINOv2 at ",
+                     dc.disc_backbone_path, " (distill.disc_backbone_path): expected a transformers Dinov2Model folder "
+                     "with config.json and model.safetensors");
+    dino_checksum = models::folder_checksum(dc.disc_backbone_path);
+  }
+  const std::string input_checksum = info.checksum + "+" + teacher_src.checksum +
+                                     (real_images ? "+images:" + images.checksum : std::string()) +
+                                     (dino ? "+dinov2:" + dino_checksum : std::string());
   StageRun stage("distill", kDistillCodeVersion, cfg, ctx, {"distill", "models", "run.seed", "train.precision"},
                  input_checksum);
   if (ctx.is_root()) fs::make_dirs(out);
@@ -174,6 +213,27 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     m.head_target->to(device);
     for (auto& p : m.head_target->parameters()) p.set_requires_grad(false);
   }
+  // The frame discriminator: a frozen backbone and trainable heads, the same initialisation on every rank.
+  std::unique_ptr<models::DiscBackbone> backbone;
+  std::unique_ptr<models::FrameAutoencoder> disc_autoencoder;  // dinov2: decodes the judged frames
+  Adversary adv;
+  if (adversarial) {
+    models::DiffAugmentOptions aug;
+    if (dino) {
+      disc_autoencoder = models::make_autoencoder(cfg.models.autoencoder);
+      disc_autoencoder->place(device, torch::kFloat32);
+      auto net = models::load_dinov2(dc.disc_backbone_path);
+      net->to(device);
+      backbone = std::make_unique<models::Dinov2Backbone>(*disc_autoencoder, net, dc.disc_image_size, aug);
+    } else {
+      backbone = std::make_unique<models::TeacherBackbone>(m.teacher, dc.disc_timestep, aug);
+    }
+    at::Generator(at::globalContext().defaultGenerator(torch::Device(torch::kCPU)))
+        .set_current_seed(rng::seed64(rng::key(seed, "distill", 0, "disc_init")));
+    adv.backbone = backbone.get();
+    adv.disc = models::FrameDiscriminator(backbone->channels(), info.text[1], dc.disc_cmap_dim, dc.disc_virtual_batch);
+    adv.disc->to(device);
+  }
   train::configure_torch(engine, seed, "distill", ctx.rank(), device);
 
   diffusion::NoiseSchedule schedule(teacher_src.schedule);
@@ -194,36 +254,117 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   if (learn) {
     for (auto& p : named(*m.head, "motion_head.", false)) spec.params.push_back(p);
     spec.state = named(*m.head_target, "motion_head_target.", false);
-    const double decay = dc.motion_ema;
-    spec.after_step = [&m, decay](int64_t) { ema_update(*m.head_target, *m.head, decay); };
   }
+  // The penalty weight and the step of its last raise (MCM.md), checkpointed with the run.
+  auto gp_state = torch::tensor({dc.gp_weight, -1.0}, torch::kFloat64);
+  const models::GpWeightRule gp_rule{dc.gp_raise, dc.gp_threshold, dc.gp_raise_every};
+  if (adversarial) {
+    train::CriticSpec critic;
+    critic.name = "disc";
+    critic.optim = dc.optim;
+    critic.optim.lr = dc.disc_lr;
+    critic.optim.grad_clip = 0;  // MCM clips the LoRA parameters only
+    critic.optim.ema_decay = 0;
+    critic.params = named(*adv.disc, "disc.", false);
+    spec.critic = std::move(critic);
+    for (auto& b : buffers(*adv.disc, "disc.")) spec.state.push_back(b);  // spectral-norm u, v
+    spec.state.emplace_back("disc.gp_weight_and_last_raise", gp_state);
+  }
+  spec.after_step = [&, learn, adversarial](int64_t step, const std::map<std::string, double>& terms) {
+    if (learn) ema_update(*m.head_target, *m.head, dc.motion_ema);
+    if (adversarial) {
+      adv.disc->power_iteration();  // Note [spectral norm once per step]
+      auto g = gp_state.accessor<double, 1>();
+      auto last = static_cast<int64_t>(g[1]);
+      const double before = g[0];
+      g[0] = gp_rule.next(g[0], terms.at("gp"), step, last);
+      g[1] = static_cast<double>(last);
+      if (g[0] != before && ctx.is_root())
+        log::info("distill: step ", step, ": gradient penalty ", terms.at("gp"), " > ", dc.gp_threshold, ": its weight ",
+                  before, " -> ", g[0]);
+    }
+  };
   spec.identity = training_identity(cfg, "distill", info);
   spec.identity["teacher.checksum"] = teacher_src.checksum;
+  if (real_images) spec.identity["images.checksum"] = images.checksum;
+  if (dino) spec.identity["dinov2.checksum"] = dino_checksum;
   spec.seed = seed;
   spec.on_checkpoint = [&stage](const stdfs::path& done, int64_t step) {
     stage.record_output(done, {{"kind", "checkpoint"}, {"step", step}, {"retention", "rolling"}});
   };
   const std::vector<int64_t> latent_shape = info.latent;
+  // What the discriminator's step takes from the student's step of the same micro-batch.
+  struct Handoff {
+    torch::Tensor pred, text, x0;
+    AdvDraws draws;
+  } handoff;
+  std::unique_ptr<train::LatentLoader> image_loader;
   auto loss_fn = [&](const train::Batch& b, int64_t) {
     auto draws = draw_cd(b.sample_ids, dc, seed, latent_shape, device);
-    auto r = consistency_loss(m, schedule, co, motion, b.latents.to(device), b.text_emb.to(device), uncond, draws);
+    auto x0 = b.latents.to(device), text = b.text_emb.to(device);
+    auto r = consistency_loss(m, schedule, co, motion, x0, text, uncond, draws);
     train::LossTerms lt;
     lt.loss = r.loss;
     lt.logged["l_cd"] = r.loss.detach().item<double>();
     lt.logged["mixed_share"] = draws.mixed.to(torch::kFloat64).mean().item<double>();
+    if (adversarial) {
+      auto ad = draw_adv(b.sample_ids, dc.disc_frames, latent_shape[1], latent_shape[2], latent_shape[3],
+                         backbone->augment(), seed);
+      auto g = generator_adv_loss(adv, r.pred, text, ad);
+      lt.loss = lt.loss + dc.disc_weight * g;
+      lt.logged["g_adv"] = g.detach().item<double>();
+      handoff = {r.pred.detach(), text, x0, std::move(ad)};
+    }
     return lt;
   };
+  auto disc_loss_fn = [&](const train::Batch& b, int64_t step) {
+    torch::Tensor real, real_text;
+    if (image_loader) {
+      train::Batch ib = image_loader->next();
+      require<DataError>(ib.step == b.step && ib.micro == b.micro, "distill: the image loader is at step ", ib.step,
+                         " micro ", ib.micro, ", the video loader at step ", b.step, " micro ", b.micro);
+      real = ib.latents.to(device);
+      real_text = ib.text_emb.to(device);
+    } else {
+      real = pick_frames(handoff.x0, handoff.draws.real_frames);
+      real_text = handoff.text.repeat_interleave(dc.disc_frames, 0);
+    }
+    auto t = discriminator_losses(adv, handoff.pred, handoff.text, real, real_text, handoff.draws);
+    const double w = gp_state[0].item<double>();
+    train::LossTerms lt;
+    lt.loss = t.hinge + w * t.gp;
+    lt.logged["d_hinge"] = t.hinge.detach().item<double>();
+    lt.logged["gp"] = t.gp.detach().item<double>();
+    lt.logged["gp_weight"] = w;
+    lt.logged["d_real"] = t.real_logit;
+    lt.logged["d_fake"] = t.fake_logit;
+    (void)step;
+    return lt;
+  };
+  if (adversarial) spec.critic->loss = disc_loss_fn;
 
   train::TrainResult res;
   {
     train::LatentLoader loader(loader_options(info, dc.optim, engine, ctx, seed, "distill_loader"));
+    if (real_images) {
+      // k images per clip, dealt like the clips: the same global batches for any world size.
+      auto io = dc.optim;
+      io.batch *= dc.disc_frames;
+      io.micro_batch *= dc.disc_frames;
+      image_loader = std::make_unique<train::LatentLoader>(loader_options(images, io, engine, ctx, seed, "distill_images"));
+      spec.side_loaders.push_back(image_loader.get());
+    }
     int64_t trainable = 0;
     for (auto& [n, p] : spec.params) trainable += p.numel();
     if (ctx.is_root())
       log::info("distill: ", loader.items(), " clips, global batch ", dc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
                 dc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", dc.optim.steps, " steps; student = ",
                 teacher_src.unet.string(), " + LoRA rank ", dc.lora_rank, " on ", adapted.size(), " layers, motion ",
-                dc.motion, ", mixed trajectories p = ", dc.mixed_prob, "; ", trainable, " trainable parameters");
+                dc.motion, ", mixed trajectories p = ", dc.mixed_prob, "; ", trainable, " trainable parameters; ",
+                adversarial ? cat("discriminator on the ", dc.disc_backbone, " backbone (", adv.disc->levels(),
+                                  " heads), weight ", dc.disc_weight, ", real frames from ",
+                                  real_images ? cat(image_loader->items(), " images") : std::string("the clips"))
+                            : std::string("no discriminator"));
     train::Trainer trainer(spec, ctx, device, loader, loss_fn);
     res = trainer.run();
   }

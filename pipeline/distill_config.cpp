@@ -21,6 +21,20 @@ void DistillSection::visit(config::FieldVisitor& v) {
   v("freq_order", freq_order);
   v("freq_band", freq_band);
   v("mixed_prob", mixed_prob);
+  v("disc_weight", disc_weight);
+  v("disc_backbone", disc_backbone);
+  v("disc_backbone_path", disc_backbone_path);
+  v("disc_lr", disc_lr);
+  v("disc_frames", disc_frames);
+  v("disc_cmap_dim", disc_cmap_dim);
+  v("disc_virtual_batch", disc_virtual_batch);
+  v("disc_timestep", disc_timestep);
+  v("disc_image_size", disc_image_size);
+  v("disc_real", disc_real);
+  v("gp_weight", gp_weight);
+  v("gp_raise", gp_raise);
+  v("gp_threshold", gp_threshold);
+  v("gp_raise_every", gp_raise_every);
   v("eval_prompts", eval_prompts);
   v("eval_guidance", eval_guidance);
 }
@@ -44,6 +58,29 @@ void DistillSection::validate(const config::Config&) const {
   config::require_positive(freq_order, "distill.freq_order");
   config::require_one_of(freq_band, "distill.freq_band", {"low", "high"});
   require<ConfigError>(mixed_prob >= 0 && mixed_prob <= 1, "distill.mixed_prob = ", mixed_prob, ": must be in [0, 1]");
+  require<ConfigError>(disc_weight >= 0, "distill.disc_weight = ", disc_weight, ": must be >= 0 (0 = no discriminator)");
+  config::require_one_of(disc_backbone, "distill.disc_backbone", {"teacher", "dinov2"});
+  require<ConfigError>(disc_backbone != "dinov2" || disc_weight == 0 || !disc_backbone_path.empty(),
+                       "distill.disc_backbone = \"dinov2\" needs distill.disc_backbone_path (a transformers Dinov2Model "
+                       "folder: config.json and model.safetensors)");
+  require<ConfigError>(disc_lr > 0, "distill.disc_lr = ", disc_lr, ": must be > 0");
+  config::require_positive(disc_frames, "distill.disc_frames");
+  config::require_positive(disc_cmap_dim, "distill.disc_cmap_dim");
+  config::require_positive(disc_virtual_batch, "distill.disc_virtual_batch");
+  config::require_positive(disc_image_size, "distill.disc_image_size");
+  require<ConfigError>(disc_timestep >= 0, "distill.disc_timestep = ", disc_timestep, ": must be >= 0");
+  config::require_one_of(disc_real, "distill.disc_real", {"images", "clip"});
+  {
+    // Local batch norm groups the frames of one forward; groups that never straddle a micro-batch
+    // boundary keep the result independent of how the global batch is split.
+    const int64_t n = optim.micro_batch * disc_frames;
+    require<ConfigError>(disc_weight == 0 || n <= disc_virtual_batch || n % disc_virtual_batch == 0,
+                         "distill.disc_virtual_batch = ", disc_virtual_batch, " does not divide the ", n,
+                         " frames of a micro-batch (distill.micro_batch x distill.disc_frames)");
+  }
+  require<ConfigError>(gp_weight >= 0 && gp_raise >= 1 && gp_threshold > 0 && gp_raise_every >= 1,
+                       "distill.gp_weight / gp_raise / gp_threshold / gp_raise_every = ", gp_weight, " / ", gp_raise, " / ",
+                       gp_threshold, " / ", gp_raise_every, ": need >= 0, >= 1, > 0, >= 1");
   require<ConfigError>(eval_prompts >= 0, "distill.eval_prompts = ", eval_prompts, ": must be >= 0");
   require<ConfigError>(eval_guidance >= 1, "distill.eval_guidance = ", eval_guidance, ": must be >= 1 (1 = no guidance)");
 }

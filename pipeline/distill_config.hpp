@@ -36,6 +36,27 @@ struct DistillSection {
   /// micro-batch as in the reference, so the draws do not depend on how a global batch is split
   /// over ranks and micro-batches (the engine's same-global-batch guarantee); the expectation is the same.
   double mixed_prob = 0.5;
+  /// Frame discriminator (MCM.md "Frame discriminator"): weight of the generator's hinge loss in
+  /// the student's loss. 0 turns the discriminator off (with motion = "raw": the LCM baseline).
+  double disc_weight = 1.0;
+  /// Its frozen feature network: "teacher" (the teacher's own encoder on latent frames, LADD's
+  /// latent discriminator; needs no download) or "dinov2" (ViT-S/14 on decoded frames, MCM's
+  /// choice; a transformers Dinov2Model folder in disc_backbone_path).
+  std::string disc_backbone = "teacher";
+  std::string disc_backbone_path;  ///< dinov2: folder with config.json and model.safetensors
+  double disc_lr = 1e-4;           ///< the discriminator's AdamW learning rate (same schedule shape as the student's)
+  int64_t disc_frames = 2;         ///< k: random frames per clip judged in each pass
+  int64_t disc_cmap_dim = 64;      ///< projection width of the heads' text conditioning
+  int64_t disc_virtual_batch = 8;  ///< local batch-norm group size (frames)
+  int64_t disc_timestep = 0;       ///< teacher backbone: the timestep its features are taken at
+  int64_t disc_image_size = 224;   ///< dinov2: decoded frames are resized to this square (MCM: 224)
+  /// Real frames: "images" (the image shards, each with its own caption: MCM's high-quality set)
+  /// or "clip" (frames of the training clip itself, with its caption).
+  std::string disc_real = "images";
+  double gp_weight = 1e-5;         ///< initial weight of the gradient penalty on interpolates
+  double gp_raise = 5.0;           ///< the weight is multiplied by this when the step's penalty
+  double gp_threshold = 100.0;     ///< exceeds this,
+  int64_t gp_raise_every = 500;    ///< at most once per this many steps
   /// Held-out prompts on which the student's 1/2/4/8-step LCM samples and the teacher's
   /// same-step guided DDIM samples are scored for caption fidelity (distill/fidelity.json; the
   /// synthetic world's word encoder only; 0 = skip). Evaluation keys do not shape training.

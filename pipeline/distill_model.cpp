@@ -108,6 +108,81 @@ CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule,
   return r;
 }
 
+AdvDraws draw_adv(const std::vector<int64_t>& sample_ids, int64_t k, int64_t frames, int64_t height, int64_t width,
+                  const models::DiffAugmentOptions& aug, uint64_t seed) {
+  require<ConfigError>(k > 0 && frames > 0, "distill: ", k, " discriminator frames from clips of ", frames);
+  const auto B = static_cast<int64_t>(sample_ids.size());
+  auto pick = [&](const char* purpose) {
+    std::vector<int64_t> v;
+    for (auto id : sample_ids) {
+      rng::Stream st(rng::key(seed, "distill", static_cast<uint64_t>(id), purpose));
+      for (int64_t j = 0; j < k; ++j) v.push_back(st.uniform_int(0, frames - 1));
+    }
+    return torch::tensor(v, torch::kInt64).view({B, k});
+  };
+  auto keys = [&](const std::string& purpose) {
+    std::vector<rng::Key> out;
+    for (auto id : sample_ids)
+      for (int64_t j = 0; j < k; ++j) out.push_back(rng::key(seed, "distill", static_cast<uint64_t>(id), cat(purpose, "/", j)));
+    return out;
+  };
+  AdvDraws d;
+  d.g_frames = pick("g_frames");
+  d.d_frames = pick("d_frames");
+  d.real_frames = pick("real_frames");
+  d.g_aug = models::draw_diff_augment(keys("g_aug"), height, width, aug);
+  d.d_fake_aug = models::draw_diff_augment(keys("d_fake_aug"), height, width, aug);
+  d.d_real_aug = models::draw_diff_augment(keys("d_real_aug"), height, width, aug);
+  std::vector<float> alpha;
+  for (auto id : sample_ids) {
+    rng::Stream st(rng::key(seed, "distill", static_cast<uint64_t>(id), "gp_alpha"));
+    for (int64_t j = 0; j < k; ++j) alpha.push_back(static_cast<float>(st.uniform()));
+  }
+  d.gp_alpha = torch::tensor(alpha);
+  return d;
+}
+
+torch::Tensor pick_frames(const torch::Tensor& x, const torch::Tensor& idx) {
+  require<DataError>(x.dim() == 5 && idx.dim() == 2 && idx.size(0) == x.size(0), "distill: frames ", idx.sizes(),
+                     " of clips ", x.sizes());
+  const int64_t B = x.size(0), k = idx.size(1);
+  auto i = idx.to(x.device()).view({B, 1, k, 1, 1}).expand({B, x.size(1), k, x.size(3), x.size(4)});
+  return x.gather(2, i).permute({0, 2, 1, 3, 4}).reshape({B * k, x.size(1), x.size(3), x.size(4)});
+}
+
+torch::Tensor pooled_text(const torch::Tensor& text) { return text.mean(1); }
+
+torch::Tensor generator_adv_loss(Adversary& a, const torch::Tensor& pred, const torch::Tensor& text, const AdvDraws& d) {
+  const int64_t k = d.g_frames.size(1);
+  auto ctx = text.repeat_interleave(k, 0);
+  auto fake = pick_frames(pred, d.g_frames);
+  auto feats = a.backbone->features(fake, ctx.to(fake.scalar_type()), d.g_aug);
+  return models::hinge_g_loss(a.disc->forward(feats, pooled_text(ctx)));
+}
+
+DiscTerms discriminator_losses(Adversary& a, const torch::Tensor& pred, const torch::Tensor& text,
+                               const torch::Tensor& real_frames, const torch::Tensor& real_text, const AdvDraws& d) {
+  const int64_t k = d.d_frames.size(1);
+  auto ctx = text.repeat_interleave(k, 0);
+  require<DataError>(real_frames.size(0) == ctx.size(0) && real_text.size(0) == ctx.size(0), "distill: ",
+                     real_frames.size(0), " real frames and ", real_text.size(0), " captions for ", ctx.size(0), " fake frames");
+  std::vector<torch::Tensor> f_fake, f_real;
+  {
+    torch::NoGradGuard ng;
+    auto fake = pick_frames(pred.detach(), d.d_frames);
+    f_fake = a.backbone->features(fake, ctx.to(fake.scalar_type()), d.d_fake_aug);
+    f_real = a.backbone->features(real_frames.to(fake.scalar_type()), real_text.to(fake.scalar_type()), d.d_real_aug);
+  }
+  auto c_fake = pooled_text(ctx), c_real = pooled_text(real_text);
+  DiscTerms t;
+  auto real = a.disc->forward(f_real, c_real), fake = a.disc->forward(f_fake, c_fake);
+  t.hinge = models::hinge_d_loss(real, fake);
+  t.real_logit = real.detach().to(torch::kFloat64).mean().item<double>();
+  t.fake_logit = fake.detach().to(torch::kFloat64).mean().item<double>();
+  t.gp = models::gradient_penalty(a.disc, f_real, f_fake, c_fake, d.gp_alpha);
+  return t;
+}
+
 void ema_update(torch::nn::Module& target, torch::nn::Module& online, double decay) {
   torch::NoGradGuard ng;
   auto src = online.named_parameters(true);

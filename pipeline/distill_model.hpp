@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "diffusion/schedule.hpp"
+#include "models/disc_backbone.hpp"
+#include "models/frame_discriminator.hpp"
 #include "models/motion_head.hpp"
 #include "models/unet3d.hpp"
 #include "pipeline/distill_config.hpp"
@@ -58,6 +60,51 @@ struct CdOutput {
 CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           models::MotionRepresentation& motion, const torch::Tensor& x0_real, const torch::Tensor& text,
                           const torch::Tensor& uncond, const CdDraws& draws);
+
+/// Every random draw of the frame discriminator for one micro-batch of B clips, k frames each;
+/// frame rows are sample-major (row b * k + j is frame j of clip b).
+struct AdvDraws {
+  torch::Tensor g_frames;     ///< [B, k] int64: frames of pred in the generator pass
+  torch::Tensor d_frames;     ///< [B, k]: fresh frames of pred.detach() in the discriminator pass
+  torch::Tensor real_frames;  ///< [B, k]: frames of the real clip (disc_real = "clip")
+  models::DiffAugmentDraws g_aug, d_fake_aug, d_real_aug;  ///< B * k images each
+  torch::Tensor gp_alpha;     ///< [B * k] float32 uniform [0, 1): the penalty's interpolation weights
+};
+
+/// The draws of samples `sample_ids`: streams (seed, "distill", id, purpose) with purposes
+/// "g_frames", "d_frames", "real_frames" (k frames drawn with replacement from T each),
+/// "gp_alpha", and per frame j "g_aug/j", "d_fake_aug/j", "d_real_aug/j". CPU tensors.
+AdvDraws draw_adv(const std::vector<int64_t>& sample_ids, int64_t k, int64_t frames, int64_t height, int64_t width,
+                  const models::DiffAugmentOptions& aug, uint64_t seed);
+
+/// Frames idx [B, k] of x [B, C, T, H, W] -> [B * k, C, H, W] (sample-major).
+torch::Tensor pick_frames(const torch::Tensor& x, const torch::Tensor& idx);
+
+/// The discriminator's conditioning vector of a caption: the mean of its text embedding over the
+/// tokens, [N, L, D] -> [N, D] (the prep shards hold the encoder's token states, not a pooled vector).
+torch::Tensor pooled_text(const torch::Tensor& text);
+
+struct Adversary {
+  models::DiscBackbone* backbone = nullptr;     ///< frozen
+  models::FrameDiscriminator disc{nullptr};     ///< trains with its own optimizer
+};
+
+/// The generator's adversarial loss: -mean D(features(aug(frames g_frames of pred)), video caption).
+/// Differentiable into pred (the discriminator's parameters are frozen by the trainer meanwhile).
+torch::Tensor generator_adv_loss(Adversary& a, const torch::Tensor& pred, const torch::Tensor& text, const AdvDraws& d);
+
+struct DiscTerms {
+  torch::Tensor hinge;  ///< mean relu(1 - D(real)) + mean relu(1 + D(fake)), with grad into D
+  torch::Tensor gp;     ///< the gradient penalty, with grad into D (unweighted)
+  double real_logit = 0, fake_logit = 0;  ///< mean D(real), mean D(fake): a collapsed D shows here
+};
+
+/// The discriminator's losses: fake = frames d_frames of pred (detached) with the video caption;
+/// real = `real_frames` [B * k, C, H, W] with their captions `real_text` [B * k, L, D] (the clip's
+/// own frames and caption, or images with theirs); the penalty interpolates real and fake features
+/// row by row and conditions on the fake's caption. Backbone features are computed without grad.
+DiscTerms discriminator_losses(Adversary& a, const torch::Tensor& pred, const torch::Tensor& text,
+                               const torch::Tensor& real_frames, const torch::Tensor& real_text, const AdvDraws& d);
 
 /// target = decay * target + (1 - decay) * online, parameter by parameter (same names).
 void ema_update(torch::nn::Module& target, torch::nn::Module& online, double decay);

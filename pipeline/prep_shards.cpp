@@ -12,7 +12,10 @@ namespace mcm::stages {
 using json = nlohmann::json;
 namespace stdfs = std::filesystem;
 
-ShardInfo read_video_shards(const dist::DistContext& ctx, const stdfs::path& prep_dir, const std::string& stage) {
+ShardInfo read_latent_shards(const dist::DistContext& ctx, const stdfs::path& prep_dir, const std::string& stage,
+                             const std::string& kind) {
+  require<ConfigError>(kind == "video" || kind == "image", stage, ": no shard kind \"", kind, "\"");
+  const bool video = kind == "video";
   std::string msg;
   if (ctx.is_root()) {
     try {
@@ -20,10 +23,10 @@ ShardInfo read_video_shards(const dist::DistContext& ctx, const stdfs::path& pre
       std::vector<std::string> names;
       if (stdfs::is_directory(prep_dir))
         for (auto& n : fs::list_dir(prep_dir))
-          if (n.rfind("video-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
+          if (n.rfind(kind + "-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
       std::sort(names.begin(), names.end());
-      require<IoError>(!names.empty(), stage, ": no video latent shards (prep/video-*.h5) in ", prep_dir,
-                       ": run `mcm prep` first");
+      require<IoError>(!names.empty(), stage, ": no ", kind, " latent shards (prep/", kind, "-*.h5) in ", prep_dir,
+                       video ? ": run `mcm prep` first" : ": run `mcm prep` with prep.encode_images = true and image shards");
       std::string sums;
       std::set<std::string> caps;
       for (auto& n : names) {
@@ -36,8 +39,9 @@ ShardInfo read_video_shards(const dist::DistContext& ctx, const stdfs::path& pre
         j["shards"].push_back((prep_dir / n).string());
         sums += n + ":" + checksum::of_file(prep_dir / n) + "\n";
       }
-      require<DataError>(j["latent"].size() == 4, stage, ": ", prep_dir / names.front(), " holds latents of rank ",
-                         j["latent"].size() + 1, "; video latents [N, C, T, H, W] expected");
+      require<DataError>(j["latent"].size() == (video ? 4u : 3u), stage, ": ", prep_dir / names.front(),
+                         " holds latents of rank ", j["latent"].size() + 1, "; ", kind, " latents ",
+                         video ? "[N, C, T, H, W]" : "[N, C, H, W]", " expected");
       j["captions"] = caps;
       j["checksum"] = checksum::of_bytes(sums);
       msg = "ok\n" + j.dump();

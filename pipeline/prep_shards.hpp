@@ -20,15 +20,17 @@ class TextEncoder;
 namespace mcm::stages {
 
 struct ShardInfo {
-  std::vector<std::filesystem::path> shards;  ///< prep/video-*.h5, sorted
+  std::vector<std::filesystem::path> shards;  ///< prep/<kind>-*.h5, sorted
   std::vector<int64_t> latent, text;          ///< per-sample shapes {C, T, H, W} and {L, D}
   std::string checksum;                       ///< of all shards
   std::set<std::string> captions;
 };
 
-/// Collective. IoError naming `stage` and the folder when there are no video shards (run prep
-/// first) or one cannot be read; DataError when they hold image latents.
-ShardInfo read_video_shards(const dist::DistContext& ctx, const std::filesystem::path& prep_dir, const std::string& stage);
+/// prep/<kind>-*.h5 with kind "video" or "image". Collective. IoError naming `stage` and the folder
+/// when there are none (run prep first) or one cannot be read; DataError when they hold latents of
+/// the other kind.
+ShardInfo read_latent_shards(const dist::DistContext& ctx, const std::filesystem::path& prep_dir, const std::string& stage,
+                             const std::string& kind = "video");
 
 /// The training loader over these shards for a stage's optimisation keys: its global and micro
 /// batch, this rank's slice, the engine's prefetch and preload, the expected shapes, and its own

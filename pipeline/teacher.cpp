@@ -77,7 +77,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   const torch::Device device = rank_device(ctx);
   const auto seed = static_cast<uint64_t>(cfg.run.seed);
 
-  ShardInfo info = read_video_shards(ctx, run_dir / "prep", "teacher");
+  ShardInfo info = read_latent_shards(ctx, run_dir / "prep", "teacher");
   StageRun stage("teacher", kTeacherCodeVersion, cfg, ctx, {"teacher", "models", "run.seed", "train.precision"},
                  info.checksum);
   if (ctx.is_root()) fs::make_dirs(out);

@@ -220,6 +220,7 @@ VaeFrameAutoencoder::VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t s
     : vae_(std::move(vae)), mode_(mode), slice_(slice_frames), source_(std::move(source)) {
   require<ConfigError>(slice_ >= 1, "autoencoder slice_frames must be >= 1, got ", slice_);
   vae_->eval();
+  for (auto& p : vae_->parameters()) p.set_requires_grad(false);  // frozen: an encoder here, never trained
   hash_ = source_.empty() ? "" : folder_checksum(source_);
 }
 
@@ -269,6 +270,14 @@ torch::Tensor VaeFrameAutoencoder::decode(const torch::Tensor& latents) {
     out.push_back(vae_->decode_raw(z).to(torch::kFloat32).cpu());
   }
   return torch::cat(out);
+}
+
+torch::Tensor VaeFrameAutoencoder::decode_differentiable(const torch::Tensor& latents) {
+  const auto& c = vae_->config();
+  const auto dtype = vae_->parameters().front().scalar_type();
+  auto z = latents.to(dtype) / c.scaling_factor;
+  if (c.shift_factor) z = z + *c.shift_factor;
+  return vae_->decode_raw(z).to(latents.scalar_type());
 }
 
 std::string VaeFrameAutoencoder::name() const {

@@ -56,6 +56,7 @@ class VaeFrameAutoencoder : public FrameAutoencoder {
   VaeFrameAutoencoder(AutoencoderKL vae, Mode mode, int64_t slice_frames, std::string folder);
   torch::Tensor encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
+  torch::Tensor decode_differentiable(const torch::Tensor& latents) override;
   void place(torch::Device device, torch::ScalarType dtype) override;
   int64_t latent_channels() const override { return vae_->config().latent_channels; }
   int64_t downsample() const override { return int64_t{1} << (vae_->config().block_out_channels.size() - 1); }

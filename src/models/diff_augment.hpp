@@ -6,6 +6,10 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <vector>
+
+#include "core/rng.hpp"
+
 namespace mcm::models {
 
 /// Per-image random parameters of one DiffAugment pass over [N, C, H, W] images.
@@ -22,10 +26,18 @@ struct DiffAugmentDraws {
 struct DiffAugmentOptions {
   double translation = 0.125;  ///< MCM: 1/8 of the side
   double cutout = 0.2;         ///< MCM: 0.2 of the side
+  /// Brightness, saturation and contrast: pixel operations, so off for latent frames (a latent
+  /// channel is not a colour; the teacher backbone augments latents by translation and cutout only).
+  bool color = true;
 };
 
 /// Draws for n images of h x w from torch's default generator (shape and range as above).
 DiffAugmentDraws draw_diff_augment(int64_t n, int64_t h, int64_t w, const DiffAugmentOptions& o, torch::Device device);
+
+/// The same draws from one rng stream per image (the run keys them by sample, frame and purpose, so
+/// they do not depend on the world size): brightness, saturation, contrast, shift_h, shift_w,
+/// cutout_h, cutout_w in that order, ranges as above. CPU tensors.
+DiffAugmentDraws draw_diff_augment(const std::vector<rng::Key>& keys, int64_t h, int64_t w, const DiffAugmentOptions& o);
 
 /// colour (brightness, saturation, contrast), translation (vacated pixels are zero), cutout (an
 /// s x s square, clipped at the border, set to zero), in that order: the reference's

@@ -37,6 +37,8 @@ torch::Tensor PixelShuffleAutoencoder::decode(const torch::Tensor& z) {
   return torch::pixel_shuffle(z / scaling_, factor_);
 }
 
+torch::Tensor PixelShuffleAutoencoder::decode_differentiable(const torch::Tensor& z) { return decode(z); }
+
 std::string PixelShuffleAutoencoder::name() const { return cat("pixel_shuffle(f=", factor_, ")"); }
 
 WordTextEncoder::WordTextEncoder(const std::filesystem::path& vocab, int64_t max_length, int64_t dim, int64_t seed)

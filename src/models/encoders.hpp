@@ -29,6 +29,10 @@ class FrameAutoencoder {
   virtual void place(torch::Device device, torch::ScalarType dtype) {}
   /// Inverse of encode (expects scaled latents).
   virtual torch::Tensor decode(const torch::Tensor& latents) = 0;
+  /// decode with gradient into the latents, on their device, in one pass: the frame
+  /// discriminator's generator pass decodes the student's frames through it. The weights are
+  /// not trained.
+  virtual torch::Tensor decode_differentiable(const torch::Tensor& latents) = 0;
   virtual int64_t latent_channels() const = 0;
   virtual int64_t downsample() const = 0;
   virtual double scaling_factor() const = 0;
@@ -58,6 +62,7 @@ class PixelShuffleAutoencoder : public FrameAutoencoder {
   PixelShuffleAutoencoder(int64_t factor, double scaling);
   torch::Tensor encode_frames(const torch::Tensor& frames, const std::vector<uint64_t>& frame_seeds) override;
   torch::Tensor decode(const torch::Tensor& latents) override;
+  torch::Tensor decode_differentiable(const torch::Tensor& latents) override;
   int64_t latent_channels() const override { return 3 * factor_ * factor_; }
   int64_t downsample() const override { return factor_; }
   double scaling_factor() const override { return scaling_; }

@@ -186,6 +186,54 @@ Unet3DImpl::Unet3DImpl(const Unet3DConfig& c) : cfg_(c) {
   conv_out = register_module("conv_out", conv2d(boc[0], c.out_channels, 3, 1, 1));
 }
 
+torch::Tensor Unet3DImpl::encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx, int64_t F,
+                                 std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features) {
+  const int64_t B = sample.size(0);
+  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
+  h = conv_in(h);
+  h = transformer_in(h, F);
+
+  if (skips) skips->push_back(h);
+  for (auto& b : down_) {
+    for (size_t i = 0; i < b->res.size(); ++i) {
+      h = b->layer(i, h, emb, ctx, F);
+      if (skips) skips->push_back(h);
+    }
+    if (features) features->push_back(h);
+    if (!b->down.is_empty()) {
+      h = b->down(h);
+      if (skips) skips->push_back(h);
+    }
+  }
+
+  h = mid_->res[0](h, emb);
+  h = mid_->tconv[0](h, F);
+  h = mid_->attn[0](h, ctx);
+  h = mid_->tattn[0](h, F);
+  h = mid_->res[1](h, emb);
+  h = mid_->tconv[1](h, F);
+  if (features) features->push_back(h);
+  return h;
+}
+
+std::vector<torch::Tensor> Unet3DImpl::encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                                        const torch::Tensor& context) {
+  require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels && context.dim() == 3 &&
+                         context.size(0) == sample.size(0) && context.size(2) == cfg_.cross_attention_dim,
+                     "UNet3D features: expected sample [B, ", cfg_.in_channels, ", F, H, W] and context [B, L, ",
+                     cfg_.cross_attention_dim, "], got ", sample.sizes(), " and ", context.sizes());
+  const int64_t B = sample.size(0), F = sample.size(2);
+  torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
+  require<DataError>(t.numel() == 1 || t.numel() == B, "UNet3D: ", t.numel(), " timesteps for a batch of ", B);
+  t = t.expand({B});
+  auto dtype = conv_in->weight.scalar_type();
+  auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
+  auto emb = time_embedding(t_emb, std::nullopt).repeat_interleave(F, 0);
+  std::vector<torch::Tensor> features;
+  encode(sample, emb, context.repeat_interleave(F, 0), F, nullptr, &features);
+  return features;
+}
+
 torch::Tensor Unet3DImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
                                   const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
   require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels, "UNet3D: sample must be [B, ",
@@ -206,28 +254,8 @@ torch::Tensor Unet3DImpl::forward(const torch::Tensor& sample, const torch::Tens
   auto emb = time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0);
   auto ctx = context.repeat_interleave(F, 0);
 
-  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
-  h = conv_in(h);
-  h = transformer_in(h, F);
-
-  std::vector<torch::Tensor> skips{h};
-  for (auto& b : down_) {
-    for (size_t i = 0; i < b->res.size(); ++i) {
-      h = b->layer(i, h, emb, ctx, F);
-      skips.push_back(h);
-    }
-    if (!b->down.is_empty()) {
-      h = b->down(h);
-      skips.push_back(h);
-    }
-  }
-
-  h = mid_->res[0](h, emb);
-  h = mid_->tconv[0](h, F);
-  h = mid_->attn[0](h, ctx);
-  h = mid_->tattn[0](h, F);
-  h = mid_->res[1](h, emb);
-  h = mid_->tconv[1](h, F);
+  std::vector<torch::Tensor> skips;
+  auto h = encode(sample, emb, ctx, F, &skips, nullptr);
 
   for (size_t bi = 0; bi < up_.size(); ++bi) {
     auto& b = up_[bi];

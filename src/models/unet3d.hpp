@@ -48,10 +48,18 @@ class Unet3DImpl : public torch::nn::Module {
   /// optional timestep_cond [B, time_cond_proj_dim] -> [B, out_channels, F, H, W].
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timesteps, const torch::Tensor& context,
                         const std::optional<torch::Tensor>& timestep_cond = std::nullopt);
+  /// The encoder half's features, for a discriminator on the frozen network (LADD): the output
+  /// of every down block before its downsampler, then the mid block's output, each [B * F, C, h, w]
+  /// (frame-major within a sample). Same arguments as forward (no timestep_cond); the up half is not run.
+  std::vector<torch::Tensor> encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                              const torch::Tensor& context);
   const Unet3DConfig& config() const { return cfg_; }
 
  private:
   struct Block;
+  // conv_in .. mid block; fills `skips` (for the up half) and `features` when given.
+  torch::Tensor encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx, int64_t F,
+                       std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features);
   Unet3DConfig cfg_;
   layers::Conv2d conv_in{nullptr}, conv_out{nullptr};
   layers::TimestepEmbedding time_embedding{nullptr};

@@ -150,17 +150,56 @@ Trainer::Trainer(TrainerSpec spec, const dist::DistContext& ctx, torch::Device d
     allreduce_alone_s_ = t[1];
   }
   opt_ = std::make_unique<AdamW>(spec_.params, spec_.optim);
+  if (spec_.critic) {
+    auto& c = *spec_.critic;
+    require<ConfigError>(!c.params.empty() && c.loss, spec_.stage, ": ", c.name, ": no parameters or no loss");
+    std::set<std::string> names;
+    for (auto& [name, p] : spec_.params) names.insert(name);
+    for (auto& [name, p] : c.params) {
+      require<ConfigError>(names.insert(name).second, spec_.stage, ": ", c.name, " parameter ", name,
+                           " has the name of another trainable parameter");
+      require<ConfigError>(p.scalar_type() == torch::kFloat32, spec_.stage, ": ", c.name, " parameter ", name,
+                           " is ", c10::toString(p.scalar_type()), "; master weights must be float32");
+    }
+    // Its schedule runs over the main steps; only the optimisation constants are its own.
+    c.optim.steps = spec_.optim.steps;
+    c.optim.batch = spec_.optim.batch;
+    c.optim.micro_batch = spec_.optim.micro_batch;
+    if (ctx_.world_size() > 1) {
+      dist::ReducerOptions ropts;
+      ropts.bucket_mb = spec_.engine.bucket_mb;
+      ropts.first_bucket_mb = spec_.engine.first_bucket_mb;
+      std::vector<std::pair<std::string, at::Tensor>> named(c.params.begin(), c.params.end());
+      critic_reducer_ = std::make_unique<dist::Reducer>(std::move(named), *comm_, ropts);
+    }
+    critic_opt_ = std::make_unique<AdamW>(c.params, c.optim);
+  }
   if (spec_.optim.ema_decay > 0) ema_ = std::make_unique<Ema>(spec_.params, spec_.optim.ema_decay);
 }
 
 Trainer::~Trainer() = default;
 
+NamedTensors Trainer::all_params() const {
+  NamedTensors all = spec_.params;
+  if (spec_.critic) all.insert(all.end(), spec_.critic->params.begin(), spec_.critic->params.end());
+  return all;
+}
+
+std::string Trainer::critic_optimizer_file() const { return cat("optimizer_", spec_.critic->name, ".safetensors"); }
+
+json Trainer::side_loader_states() const {
+  json out = json::array();
+  for (auto* l : spec_.side_loaders) out.push_back(l->state());
+  return out;
+}
+
 void Trainer::checkpoint(int64_t step) {
   auto write_root = [&](const stdfs::path& folder) {
     models::TensorMap model;
-    for (auto& [name, p] : spec_.params) model[name] = p.detach().cpu().contiguous();
+    for (auto& [name, p] : all_params()) model[name] = p.detach().cpu().contiguous();
     models::write_tensors(folder / "model.safetensors", model);
     models::write_tensors(folder / "optimizer.safetensors", opt_->state());
+    if (critic_opt_) models::write_tensors(folder / critic_optimizer_file(), critic_opt_->state());
     if (ema_) models::write_tensors(folder / "ema.safetensors", ema_->state());
     if (!spec_.state.empty()) {
       models::TensorMap state;
@@ -172,6 +211,7 @@ void Trainer::checkpoint(int64_t step) {
            {"optimizer_steps", opt_->steps_taken()},
            {"lr", lr_at(spec_.optim, std::max<int64_t>(0, step - 1))},
            {"loader", loader_.state()},
+           {"side_loaders", side_loader_states()},
            {"skipped_steps", skipped_},
            {"bad_in_row", bad_in_row_},
            {"scaler", scaler_.state()},
@@ -180,6 +220,7 @@ void Trainer::checkpoint(int64_t step) {
            {"global_batch", spec_.optim.batch},
            {"micro_batch", spec_.optim.micro_batch},
            {"identity", spec_.identity}};
+    if (critic_opt_) t["critic_optimizer_steps"] = critic_opt_->steps_taken();
     fs::write_atomic(folder / "trainer.json", t.dump(1) + "\n");
   };
   auto write_rank = [&](const stdfs::path& folder) {
@@ -251,10 +292,19 @@ int64_t Trainer::resume() {
 
   const stdfs::path folder(chosen);
   json t = json::parse(fs::read_text(folder / "trainer.json"));
-  load_named(folder / "model.safetensors", spec_.params);
+  load_named(folder / "model.safetensors", all_params());
   if (!spec_.state.empty()) load_named(folder / "state.safetensors", spec_.state);
   opt_->load_state(models::read_tensors(folder / "optimizer.safetensors"), t.at("optimizer_steps").get<int64_t>(),
                    (folder / "optimizer.safetensors").string());
+  if (critic_opt_)
+    critic_opt_->load_state(models::read_tensors(folder / critic_optimizer_file()),
+                            t.at("critic_optimizer_steps").get<int64_t>(), (folder / critic_optimizer_file()).string());
+  {
+    const json side = t.value("side_loaders", json::array());
+    require<ConfigError>(side.size() == spec_.side_loaders.size(), spec_.stage, ": checkpoint ", folder.string(), " holds ",
+                         side.size(), " side loader position(s), this run has ", spec_.side_loaders.size());
+    for (size_t i = 0; i < side.size(); ++i) spec_.side_loaders[i]->restore(side[i]);
+  }
   if (ema_) ema_->load_state(models::read_tensors(folder / "ema.safetensors"), (folder / "ema.safetensors").string());
   scaler_.load_state(t.value("scaler", json()));
   loader_.restore(t.at("loader"));
@@ -285,13 +335,19 @@ TrainResult Trainer::run() {
   if (ctx_.is_root()) metrics = MetricsWriter(spec_.dir / "metrics.jsonl");
   Progress progress(spec_.stage, steps - step, "steps", ctx_.is_root(), 10.0);
   zero_grads(spec_.params);
+  if (spec_.critic) zero_grads(spec_.critic->params);
+  // The critic's parameters are frozen while the main loss runs (its gradient passes through them).
+  auto critic_trainable = [this](bool on) {
+    if (spec_.critic)
+      for (auto& [name, p] : spec_.critic->params) p.set_requires_grad(on);
+  };
 
   std::vector<std::string> term_names;
   while (step < steps) {
     comm_->set_step(step);
     const auto t_step = Clock::now();
     double t_data = 0, t_fwd = 0, t_bwd = 0, t_comm = 0, t_opt = 0;
-    double loss_sum = 0;
+    double loss_sum = 0, critic_sum = 0;
     std::map<std::string, double> terms_sum;
     for (int64_t micro = 0; micro < accum; ++micro) {
       comm_->set_phase("data");
@@ -305,6 +361,7 @@ TrainResult Trainer::run() {
       comm_->set_phase("forward");
       t0 = Clock::now();
       LossTerms lt;
+      critic_trainable(false);
       {
         AutocastGuard autocast(device_, precision_);
         lt = loss_(batch, step);
@@ -316,45 +373,81 @@ TrainResult Trainer::run() {
       t0 = Clock::now();
       scaled.backward();
       t_bwd += since(t0);
+      critic_trainable(true);
       loss_sum += lt.loss.detach().to(torch::kFloat64).item<double>();
       for (auto& [k, v] : lt.logged) terms_sum[k] += v;
+      if (spec_.critic) {
+        if (critic_reducer_) critic_reducer_->prepare(sync);
+        comm_->set_phase(spec_.critic->name + " forward");
+        t0 = Clock::now();
+        LossTerms ct;
+        {
+          AutocastGuard autocast(device_, precision_);
+          ct = spec_.critic->loss(batch, step);
+        }
+        require<DataError>(ct.loss.defined() && ct.loss.numel() == 1, spec_.stage, ": the ", spec_.critic->name,
+                           " loss function returned no scalar");
+        auto cs = ct.loss.to(torch::kFloat32) * (scaler_.scale() / static_cast<double>(accum));
+        t_fwd += since(t0);
+        comm_->set_phase(spec_.critic->name + " backward");
+        t0 = Clock::now();
+        cs.backward();
+        t_bwd += since(t0);
+        critic_sum += ct.loss.detach().to(torch::kFloat64).item<double>();
+        for (auto& [k, v] : ct.logged) terms_sum[k] += v;
+      }
     }
     comm_->set_phase("gradient all-reduce");
     auto t0 = Clock::now();
     if (reducer_) reducer_->finish();
+    if (critic_reducer_) critic_reducer_->finish();
     // One small collective per step: the global mean of the loss terms and the stop vote.
     if (term_names.empty())
       for (auto& [k, v] : terms_sum) term_names.push_back(k);
-    std::vector<double> stats{loss_sum};
+    std::vector<double> stats{loss_sum, critic_sum};
     for (auto& k : term_names) stats.push_back(terms_sum[k]);
     stats.push_back(stop_signals.pending() != 0 ? 1.0 : 0.0);
     auto st = torch::tensor(stats, torch::kFloat64);
     comm_->allreduce(st, dist::ReduceOp::kSum, "step statistics");
     auto sv = st.accessor<double, 1>();
     const double denom = static_cast<double>(accum * ctx_.world_size());
-    const double loss = sv[0] / denom;
+    const double loss = sv[0] / denom, critic_loss = sv[1] / denom;
     const bool stop = sv[static_cast<int64_t>(stats.size()) - 1] > 0;
     t_comm += since(t0);
 
     comm_->set_phase("optimizer");
     t0 = Clock::now();
     if (scaler_.enabled()) scale_grads(spec_.params, 1.0 / scaler_.scale());
+    if (scaler_.enabled() && spec_.critic) scale_grads(spec_.critic->params, 1.0 / scaler_.scale());
     const double norm = grad_norm(spec_.params);
-    const bool finite = std::isfinite(loss) && std::isfinite(norm);
+    const double critic_norm = spec_.critic ? grad_norm(spec_.critic->params) : 0.0;
+    const bool finite =
+        std::isfinite(loss) && std::isfinite(norm) && std::isfinite(critic_loss) && std::isfinite(critic_norm);
     const double lr = lr_at(spec_.optim, step);
+    const double critic_lr = spec_.critic ? lr_at(spec_.critic->optim, step) : 0.0;
     if (finite) {
       clip_grads(spec_.params, norm, spec_.optim.grad_clip);
       opt_->step(lr);
+      if (spec_.critic) {
+        clip_grads(spec_.critic->params, critic_norm, spec_.critic->optim.grad_clip);
+        critic_opt_->step(critic_lr);
+      }
       if (ema_) ema_->update(spec_.params);
-      if (spec_.after_step) spec_.after_step(step + 1);
+      if (spec_.after_step) {
+        std::map<std::string, double> terms;
+        for (size_t i = 0; i < term_names.size(); ++i) terms[term_names[i]] = sv[static_cast<int64_t>(i) + 2] / denom;
+        spec_.after_step(step + 1, terms);
+      }
       bad_in_row_ = 0;
     } else {
       ++skipped_;
       // With fp16 a non-finite gradient under a finite loss is the loss scale's business.
-      const bool counts = !scaler_.enabled() || !std::isfinite(loss);
+      const bool counts = !scaler_.enabled() || !std::isfinite(loss) || !std::isfinite(critic_loss);
       if (counts) ++bad_in_row_;
-      log::warn(spec_.stage, ": step ", step + 1, ": ", !std::isfinite(loss) ? "loss" : "gradient norm", " is not finite (loss ",
-                loss, ", grad norm ", norm, "); step skipped (", bad_in_row_, " in a row, train.max_bad_steps = ",
+      log::warn(spec_.stage, ": step ", step + 1, ": ", !std::isfinite(loss) || !std::isfinite(critic_loss) ? "loss" : "gradient norm",
+                " is not finite (loss ", loss, ", grad norm ", norm,
+                spec_.critic ? cat(", ", spec_.critic->name, " loss ", critic_loss, ", grad norm ", critic_norm) : std::string(),
+                "); step skipped (", bad_in_row_, " in a row, train.max_bad_steps = ",
                 spec_.engine.max_bad_steps, ")");
       if (bad_in_row_ >= spec_.engine.max_bad_steps) {
         auto last = complete_checkpoints(checkpoints_dir());
@@ -366,6 +459,7 @@ TrainResult Trainer::run() {
     }
     scaler_.update(finite);
     zero_grads(spec_.params);
+    if (spec_.critic) zero_grads(spec_.critic->params);
     t_opt = since(t0);
     ++step;
     res.last_loss = loss;
@@ -387,7 +481,8 @@ TrainResult Trainer::run() {
         m["seconds"]["allreduce_alone"] = allreduce_alone_s_;
         m["comm_buckets_in_backward"] = rs.buckets_launched_in_backward;
       }
-      for (size_t i = 0; i < term_names.size(); ++i) m["terms"][term_names[i]] = sv[static_cast<int64_t>(i) + 1] / denom;
+      for (size_t i = 0; i < term_names.size(); ++i) m["terms"][term_names[i]] = sv[static_cast<int64_t>(i) + 2] / denom;
+      if (spec_.critic) m[spec_.critic->name] = {{"loss", critic_loss}, {"lr", critic_lr}, {"grad_norm", critic_norm}};
       if (scaler_.enabled()) m["loss_scale"] = scaler_.scale();
       metrics.write(m);
       log::debug(spec_.stage, ": step ", step, " loss ", loss, " lr ", lr, " grad norm ", norm);

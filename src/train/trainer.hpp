@@ -11,6 +11,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -34,6 +36,22 @@ struct LossTerms {
 /// Loss of one micro-batch at optimizer step `step` (runs under autocast when enabled).
 using LossFn = std::function<LossTerms(const Batch& batch, int64_t step)>;
 
+/// A second parameter set trained step for step with the main one (a GAN's discriminator): its
+/// own loss, optimizer, learning rate, clipping and gradient reducer. Each micro-batch runs the main
+/// loss and its backward with the critic's parameters frozen (so the main loss's gradient flows
+/// through the critic without reaching it), then the critic's loss and backward; after the last
+/// micro-batch both optimizers step. The critic's loss must not backpropagate into the main
+/// parameters (detach what it takes from the main pass). A non-finite loss or gradient in either
+/// skips the step for both.
+struct CriticSpec {
+  std::string name = "critic";  ///< names its metrics ("<name>_loss") and optimizer file
+  /// lr, betas, eps, weight decay, grad_clip, warmup_steps and lr_min; steps, batch and micro_batch
+  /// are the main OptimConfig's (the schedule runs over the same steps).
+  OptimConfig optim;
+  NamedTensors params;          ///< names distinct from the main parameters'
+  LossFn loss;                  ///< the same batch as the main loss, after the main backward
+};
+
 struct TrainerSpec {
   std::string stage;                  ///< names metrics, logs and the RNG streams ("teacher")
   std::filesystem::path dir;          ///< <run>/<stage>: checkpoints/, metrics.jsonl, heartbeat/
@@ -44,8 +62,14 @@ struct TrainerSpec {
   /// target copy of MCM's motion head): written to state.safetensors, restored in place on resume.
   NamedTensors state;
   /// Runs on every rank after each applied optimizer step (not after skipped ones), with the
-  /// number of steps done; e.g. the update of `state`.
-  std::function<void(int64_t step)> after_step;
+  /// number of steps done and the step's loss terms as global means (the same on every rank); e.g.
+  /// the update of `state`.
+  std::function<void(int64_t step, const std::map<std::string, double>& terms)> after_step;
+  /// Trained alongside `params` (see CriticSpec), or none.
+  std::optional<CriticSpec> critic;
+  /// Loaders the loss functions read in step with `loader` (e.g. the image set of a
+  /// discriminator's real frames): their positions are checkpointed and restored too.
+  std::vector<LatentLoader*> side_loaders;
   nlohmann::json identity;            ///< config a checkpoint must match to be resumed (flat key -> value)
   uint64_t seed = 0;                  ///< run seed
   /// Rank 0, after each complete checkpoint: record `done_file` (e.g. in the manifest).
@@ -81,6 +105,9 @@ class Trainer {
  private:
   int64_t resume();
   void checkpoint(int64_t step);
+  NamedTensors all_params() const;  // the main parameters, then the critic's
+  std::string critic_optimizer_file() const;
+  nlohmann::json side_loader_states() const;
   std::filesystem::path checkpoints_dir() const { return spec_.dir / "checkpoints"; }
 
   TrainerSpec spec_;
@@ -90,8 +117,8 @@ class Trainer {
   LossFn loss_;
   std::string precision_;
   std::unique_ptr<dist::Communicator> comm_;
-  std::unique_ptr<dist::Reducer> reducer_;
-  std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<dist::Reducer> reducer_, critic_reducer_;
+  std::unique_ptr<AdamW> opt_, critic_opt_;
   std::unique_ptr<Ema> ema_;
   LossScaler scaler_;
   int64_t skipped_ = 0, bad_in_row_ = 0;

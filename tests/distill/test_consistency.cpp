@@ -1,7 +1,9 @@
-// MCM's consistency distillation step against the PyTorch step of make_cd_golden.py (diffusers'
-// UNet3DConditionModel + PEFT, written from MCM.md), fed the same draws: L_CD and the LoRA and
-// motion-head gradients for every motion representation, with and without mixed trajectories, for
-// epsilon and x0 (zero terminal SNR) teachers. Then the pieces against their formulas: the
+// MCM's training step against the PyTorch step of make_cd_golden.py (diffusers'
+// UNet3DConditionModel + PEFT, written from MCM.md), fed the same draws: L_CD, the generator's and
+// discriminator's hinge losses and the gradient penalty (teacher backbone; real frames from the
+// clip, or images with their own captions), the LoRA, motion-head and discriminator gradients, for
+// every motion representation, with and without mixed trajectories, for epsilon and x0 (zero
+// terminal SNR) teachers. Then the pieces against their formulas: the
 // Butterworth mask, the temporal difference, the head's identity start and its EMA update, and
 // the draws' independence of the micro-batch split.
 #include <torch/torch.h>
@@ -32,6 +34,27 @@ models::TensorMap with_prefix(const models::TensorMap& all, const std::string& p
     if (k.rfind(prefix, 0) == 0) out[strip ? k.substr(prefix.size()) : k] = v;
   return out;
 }
+
+// The golden's stand-in autoencoder for the DINOv2 path: pixels = (M . latents) upsampled x2
+// (nearest), differentiable, so the backbone's decode -> augment -> resize -> normalise path runs.
+class MatrixDecoder : public models::FrameAutoencoder {
+ public:
+  explicit MatrixDecoder(torch::Tensor m) : m_(std::move(m)) {}
+  torch::Tensor encode_frames(const torch::Tensor&, const std::vector<uint64_t>&) override {
+    throw DataError("MatrixDecoder: decode only");
+  }
+  torch::Tensor decode(const torch::Tensor& z) override { return decode_differentiable(z); }
+  torch::Tensor decode_differentiable(const torch::Tensor& z) override {
+    return torch::einsum("oc,nchw->nohw", {m_.to(z.scalar_type()), z}).repeat_interleave(2, 2).repeat_interleave(2, 3);
+  }
+  int64_t latent_channels() const override { return m_.size(1); }
+  int64_t downsample() const override { return 2; }
+  double scaling_factor() const override { return 1.0; }
+  std::string name() const override { return "matrix"; }
+
+ private:
+  torch::Tensor m_;
+};
 
 const stdfs::path& golden() {
   static const stdfs::path dir = test::golden_dir("tests/distill/make_cd_golden.py");
@@ -93,10 +116,66 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   stages::CdDraws d{g.at("index"), g.at("w"), g.at("noise"), g.at("mixed").to(torch::kBool), g.at("mixed_noise")};
   auto out = stages::consistency_loss(m, schedule, o, motion, g.at("latents"), g.at("text"), g.at("uncond"), d);
   ASSERT_EQ(out.loss.scalar_type(), dtype);
-  out.loss.backward();
 
-  const double ref = c.at(f64 ? "loss_f64" : "loss").get<double>();
+  // The frame discriminator on the teacher backbone, with the reference's heads and draws.
+  const int64_t k = c.at("disc_frames").get<int64_t>();
+  models::DiffAugmentOptions ao;
+  std::unique_ptr<models::DiscBackbone> backbone;
+  std::unique_ptr<MatrixDecoder> decoder;
+  if (c.at("backbone") == "dinov2") {
+    decoder = std::make_unique<MatrixDecoder>(g.at("adv/decode"));
+    auto dino = models::load_dinov2(golden() / "dinov2", dtype);
+    backbone = std::make_unique<models::Dinov2Backbone>(*decoder, dino, c.at("dino_size").get<int64_t>(), ao);
+  } else {
+    backbone = std::make_unique<models::TeacherBackbone>(m.teacher, c.at("disc_timestep").get<int64_t>(), ao);
+  }
+  stages::Adversary adv;
+  adv.backbone = backbone.get();
+  adv.disc = models::FrameDiscriminator(backbone->channels(), 16, c.at("cmap_dim").get<int64_t>(),
+                                        c.at("virtual_batch").get<int64_t>());
+  models::load_strict(*adv.disc, with_prefix(g, "disc/"), name + " discriminator");
+  adv.disc->to(dtype);
+  auto aug = [&](const std::string& which) {
+    auto f = [&](const char* field) { return g.at(cat("adv/", which, "/", field)); };
+    return models::DiffAugmentDraws{f("brightness"), f("saturation"), f("contrast"), f("shift_h"),
+                                    f("shift_w"),    f("cutout_h"),   f("cutout_w")};
+  };
+  stages::AdvDraws ad{g.at("adv/g_frames"), g.at("adv/d_frames"), g.at("adv/real_frames"), aug("g_aug"),
+                      aug("d_fake_aug"),    aug("d_real_aug"),    g.at("adv/gp_alpha")};
+  ASSERT_EQ(ad.g_frames.size(1), k);
+  // As the trainer runs it: the generator's pass with the discriminator frozen, then its own pass.
+  for (auto& p : adv.disc->parameters()) p.set_requires_grad(false);
+  auto loss_g = stages::generator_adv_loss(adv, out.pred, g.at("text").to(dtype), ad);
+  (out.loss + c.at("disc_weight").get<double>() * loss_g).backward();
+  for (auto& p : adv.disc->parameters()) p.set_requires_grad(true);
+  const bool images = g.count("adv/real") > 0;
+  auto real = images ? g.at("adv/real").to(dtype) : stages::pick_frames(g.at("latents").to(dtype), ad.real_frames);
+  auto real_text = images ? g.at("adv/real_text").to(dtype) : g.at("text").to(dtype).repeat_interleave(k, 0);
+  auto dt = stages::discriminator_losses(adv, out.pred, g.at("text").to(dtype), real, real_text, ad);
+  (dt.hinge + c.at("gp_weight").get<double>() * dt.gp).backward();
+
+  const std::string sfx = f64 ? "_f64" : "";
+  const double ref = c.at("loss" + sfx).get<double>();
   EXPECT_NEAR(out.loss.item<double>(), ref, 1e-4 * std::abs(ref)) << name;
+  for (auto& [key, value] : {std::pair<std::string, torch::Tensor>{"loss_g", loss_g}, {"loss_d", dt.hinge}, {"gp", dt.gp}}) {
+    const double r = c.at(key + sfx).get<double>();
+    EXPECT_NEAR(value.item<double>(), r, 1e-4 * std::abs(r)) << name << " " << key;
+  }
+  // The biases of the convs before a batch norm have zero gradient in exact arithmetic (the norm
+  // removes a per-channel constant): both sides hold rounding noise there, so errors are relative
+  // to the larger of the tensor's norm and 1e-6 of the largest discriminator gradient's.
+  double scale = 0;
+  for (auto& [key, v] : with_prefix(g, "grad_disc/", false)) scale = std::max(scale, v.to(torch::kFloat64).norm().item<double>());
+  double worst_disc = 0;
+  for (auto& p : adv.disc->named_parameters(true)) {
+    const std::string key = "grad_disc/" + p.key();
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    const auto ref_g = g.at(key).to(torch::kFloat64);
+    const double e = (p.value().grad().to(torch::kFloat64) - ref_g).norm().item<double>() /
+                     std::max(ref_g.norm().item<double>(), 1e-6 * scale);
+    EXPECT_LT(e, tol(key)) << name << " disc " << p.key();
+    worst_disc = std::max(worst_disc, e);
+  }
   EXPECT_LT(rel_err(out.pred.detach(), g.at("pred")), tol("pred")) << name;
   size_t checked = 0;
   double worst = 0;
@@ -111,7 +190,9 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
     ++checked;
   }
   std::cout << name << (f64 ? " f64" : " f32") << ": loss rel err " << std::abs(out.loss.item<double>() - ref) / std::abs(ref)
-            << ", worst LoRA gradient rel err " << worst << " over " << checked << " tensors\n";
+            << ", worst LoRA gradient rel err " << worst << " over " << checked << " tensors, worst discriminator "
+            << worst_disc << (images ? " (real: images" : " (real: clip frames") << ", backbone " << c.at("backbone").get<std::string>()
+            << ")\n";
   EXPECT_EQ(checked, with_prefix(g, "grad/").size());
   if (mo.kind == models::MotionKind::learn) {
     for (auto& p : m.head->named_parameters(true))
@@ -123,7 +204,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, CdGolden, ::testing::Combine(
                          ::testing::Values("eps_raw_real", "eps_raw_mixed", "eps_diff_real", "eps_diff_mixed",
                                            "eps_freq_low_real", "eps_freq_low_mixed", "eps_freq_high_real",
                                            "eps_freq_high_mixed", "eps_learn_real", "eps_learn_mixed",
-                                           "x0_zsnr_learn_mixed"),
+                                           "x0_zsnr_learn_mixed", "eps_learn_real_dino", "eps_learn_mixed_dino",
+                                           "eps_raw_mixed_dino"),
                          ::testing::Bool()),
                          [](const auto& info) {
                            return std::get<0>(info.param) + (std::get<1>(info.param) ? "_f64" : "_f32");

@@ -1,7 +1,8 @@
-"""`mcm distill` as users run it, on a tiny teacher trained in the fixture: the same global batch
-gives the same student for 1 and 2 ranks (with and without accumulation); a run killed with
-SIGKILL and resumed equals the uninterrupted one bitwise (CPU, deterministic mode), the motion
-head's EMA target included; SIGTERM checkpoints and exits 0; the student folder loads in diffusers
+"""`mcm distill` as users run it, on a tiny teacher trained in the fixture, with the frame
+discriminator on (teacher backbone, real frames from the image shards): the same global batch
+gives the same student and discriminator for 1 and 2 ranks (with and without accumulation); a run
+killed with SIGKILL and resumed equals the uninterrupted one bitwise (CPU, deterministic mode), the
+motion head's EMA target, the discriminator, its spectral-norm vectors and the penalty weight included; SIGTERM checkpoints and exits 0; the student folder loads in diffusers
 and the LoRA file injected by PEFT into the teacher gives the merged student's output; every motion
 representation trains; bad input is refused with the key or file named. Run by ctest
 (stages.distill, label mpi)."""
@@ -21,6 +22,8 @@ from test_pipeline import MCM, MPIEXEC, TINY, latest, mcm, verify
 from test_teacher import FAST as TEACHER_FAST, SMALL, wait_for
 
 # A tiny student: few adapters, a narrow motion head, a few steps, mixed trajectories on.
+# The fixture's data: videos and the image set the discriminator's real frames come from.
+DATA = ["synth.videos=12", "synth.images=8", "synth.image_shards=2", "prep.encode_images=true"]
 FAST = ["distill.lora_rank=4", "distill.lora_alpha=4", "distill.motion_hidden=8", "distill.motion_groups=4",
         "distill.warmup_steps=2", "distill.lr=1e-3", "distill.mixed_prob=0.5", "distill.eval_prompts=0", "run.threads=1",
         "train.log_every=1"]
@@ -57,9 +60,9 @@ class Distill(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="mcm-distill-")
         cls.base = os.path.join(cls.tmp, "base")
-        mcm(["synth"], cls.base, SMALL)
-        mcm(["prep"], cls.base, SMALL)
-        mcm(["teacher"], cls.base, SMALL + TEACHER_FAST + ["teacher.steps=20", "teacher.batch=4", "teacher.micro_batch=4"])
+        mcm(["synth"], cls.base, DATA)
+        mcm(["prep"], cls.base, DATA)
+        mcm(["teacher"], cls.base, DATA + TEACHER_FAST + ["teacher.steps=20", "teacher.batch=4", "teacher.micro_batch=4"])
 
     @classmethod
     def tearDownClass(cls):
@@ -86,14 +89,22 @@ class Distill(unittest.TestCase):
         # d / sqrt(d^2 + c^2) turns over within c = 0.001 of zero. Measured between 1-rank splits
         # (1x4 vs 1x1x4): first loss 1e-4 relative, gradient norm 0.5%. So every comparison is
         # against that floor: the 2-rank runs within 10x the spread among the 1-rank runs. (A split-
-        # dependent draw would move the first loss by tens of percent.)
+        # dependent draw would move the first loss by tens of percent.) The discriminator's local
+        # batch norm groups frames within one forward, so its groups are one clip's frames here
+        # (disc_virtual_batch = disc_frames): then no group depends on the split either.
         sets = {"1x4": (1, 4), "1x2x2": (1, 2), "1x1x4": (1, 1), "2x2": (2, 2), "2x1x2": (2, 1)}
         runs = {}
         for name, (np_, micro) in sets.items():
             d = self.fresh(f"gb-{name}")
-            distill(d, ["distill.batch=4", f"distill.micro_batch={micro}", "distill.steps=3"], np_=np_)
+            distill(d, ["distill.batch=4", f"distill.micro_batch={micro}", "distill.steps=3", "distill.disc_virtual_batch=2"],
+                    np_=np_)
             runs[name] = d
         ref = lora(runs["1x4"])
+        disc = lambda d: {k: v for k, v in load_file(os.path.join(d, "distill", "checkpoints", "step-00000003",
+                                                                  "model.safetensors")).items() if k.startswith("disc.")}
+        dref = disc(runs["1x4"])
+        ddiff = {n: max(float(np.max(np.abs(dref[k] - disc(d)[k]))) for k in dref) for n, d in runs.items()}
+        print("distill, same global batch, max |disc - disc(1x4)| after 3 steps:", {n: f"{v:.3g}" for n, v in ddiff.items()})
         diff = {n: max(float(np.max(np.abs(ref[k] - lora(d)[k]))) for k in ref) for n, d in runs.items()}
         floor = max(diff["1x2x2"], diff["1x1x4"])
         print("distill, same global batch, max |lora - lora(1x4)| after 3 steps:", {n: f"{v:.3g}" for n, v in diff.items()})
@@ -105,9 +116,12 @@ class Distill(unittest.TestCase):
         for name in ("2x2", "2x1x2"):
             with self.subTest(name):
                 self.assertLessEqual(diff[name], max(10 * floor, 1e-7))
+                self.assertLessEqual(ddiff[name], max(10 * max(ddiff["1x2x2"], ddiff["1x1x4"]), 1e-6))
+                self.assertEqual(set(disc(runs[name])), set(dref))
                 for key in ("loss", "grad_norm"):
                     self.assertLessEqual(abs(first[name][key] - first["1x4"][key]), max(10 * spread(key), 1e-7), key)
                     self.assertLess(abs(first[name][key] - first["1x4"][key]), 0.05 * first["1x4"][key], key)
+                self.assertAlmostEqual(first[name]["disc"]["loss"], first["1x4"]["disc"]["loss"], delta=1e-4)
                 self.assertEqual(first[name]["terms"]["mixed_share"], first["1x4"]["terms"]["mixed_share"])
         self.assertEqual(latest(runs["2x2"], "distill")["world_size"], 2)
 
@@ -127,12 +141,18 @@ class Distill(unittest.TestCase):
         for k in wa:
             self.assertTrue(np.array_equal(wa[k], wb[k]), f"{k} differs after resume")
         self.assertEqual(losses(ref), losses(run))
-        # The motion head's EMA target is training state: it is in the checkpoints and equal too.
-        last = lambda d: os.path.join(d, "distill", "checkpoints", "step-00000006", "state.safetensors")
-        sa, sb = load_file(last(ref)), load_file(last(run))
-        self.assertTrue(sa and all(k.startswith("motion_head_target.") for k in sa))
-        for k in sa:
-            self.assertTrue(np.array_equal(sa[k], sb[k]), k)
+        # The motion head's EMA target, the spectral-norm vectors and the penalty weight are training
+        # state, the discriminator a trained model: all in the checkpoints, all equal too.
+        last = lambda d, f: os.path.join(d, "distill", "checkpoints", "step-00000006", f)
+        for f in ("state.safetensors", "model.safetensors", "optimizer_disc.safetensors"):
+            sa, sb = load_file(last(ref, f)), load_file(last(run, f))
+            self.assertEqual(set(sa), set(sb), f)
+            for k in sa:
+                self.assertTrue(np.array_equal(sa[k], sb[k]), f"{f}: {k}")
+        state = load_file(last(ref, "state.safetensors"))
+        self.assertTrue(any(k.startswith("motion_head_target.") for k in state))
+        self.assertTrue(any(k.endswith("weight_u") for k in state))
+        self.assertIn("disc.gp_weight_and_last_raise", state)
         self.assertEqual(verify(run).returncode, 0, verify(run).stdout + verify(run).stderr)
 
     def test_sigterm_checkpoints_and_exits_zero(self):
@@ -198,7 +218,47 @@ class Distill(unittest.TestCase):
                               "distill.freq_band=high"])
                 ls = losses(run)
                 self.assertEqual([s for s, _ in ls], [1, 2])
-                self.assertTrue(all(np.isfinite(l) and l > 0 for _, l in ls), ls)
+                self.assertTrue(all(np.isfinite(l) for _, l in ls), ls)
+                with open(os.path.join(run, "distill", "metrics.jsonl")) as f:
+                    m = json.loads(f.readline())
+                self.assertTrue({"l_cd", "g_adv", "d_hinge", "gp", "d_real", "d_fake"} <= set(m["terms"]), m["terms"])
+                self.assertGreater(m["disc"]["grad_norm"], 0)
+        # The LCM baseline: raw M, no discriminator, trained by the same stage; real frames from the
+        # clips instead of the image set also train.
+        for name, sets in (("lcm", ["distill.motion=raw", "distill.disc_weight=0"]), ("clip-real", ["distill.disc_real=clip"])):
+            with self.subTest(name):
+                run = self.fresh(f"variant-{name}")
+                p = distill(run, sets + ["distill.steps=2", "distill.batch=2", "distill.micro_batch=2"])
+                with open(os.path.join(run, "distill", "metrics.jsonl")) as f:
+                    m = json.loads(f.readline())
+                if name == "lcm":
+                    self.assertNotIn("disc", m)
+                    self.assertEqual(set(m["terms"]), {"l_cd", "mixed_share"})
+                    self.assertIn("no discriminator", p.stderr + p.stdout)
+                else:
+                    self.assertIn("real frames from the clips", p.stderr + p.stdout)
+
+    def test_dinov2_backbone_trains(self):
+        # MCM's own backbone: a transformers Dinov2Model folder (tiny and random here; facebook/
+        # dinov2-small in real runs) judging decoded frames resized to disc_image_size.
+        from transformers import Dinov2Config, Dinov2Model
+        torch.manual_seed(0)
+        folder = os.path.join(self.tmp, "dinov2-small-random")
+        Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, image_size=28,
+                                 patch_size=14)).save_pretrained(folder, safe_serialization=True)
+        run = self.fresh("dinov2")
+        p = distill(run, ["distill.disc_backbone=dinov2", f"distill.disc_backbone_path={folder}",
+                          "distill.disc_image_size=28", "distill.steps=2", "distill.batch=2", "distill.micro_batch=2"])
+        self.assertIn("discriminator on the dinov2 backbone (4 heads)", p.stderr + p.stdout)
+        with open(os.path.join(run, "distill", "metrics.jsonl")) as f:
+            m = [json.loads(line) for line in f]
+        self.assertEqual([x["step"] for x in m], [1, 2])
+        self.assertTrue(all(np.isfinite(x["terms"]["g_adv"]) and x["disc"]["grad_norm"] > 0 for x in m), m)
+        # A missing backbone folder is named.
+        p = distill(self.fresh("dinov2-missing"), ["distill.disc_backbone=dinov2", f"distill.disc_backbone_path={folder}-x"],
+                    check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"no DINOv2 at {folder}-x", p.stderr)
 
     def test_bad_input(self):
         run = self.fresh("errors")
@@ -208,6 +268,10 @@ class Distill(unittest.TestCase):
                           (["distill.motion_hidden=10", "distill.motion_groups=4"], "distill.motion_hidden = 10"),
                           (["distill.mixed_prob=1.5"], "distill.mixed_prob = 1.5"),
                           (["distill.solver_steps=3"], "distill.solver_steps = 3 does not divide"),
+                          (["distill.disc_backbone=resnet"], "distill.disc_backbone"),
+                          (["distill.disc_real=video"], "distill.disc_real"),
+                          (["distill.disc_virtual_batch=3"], "distill.disc_virtual_batch = 3 does not divide the 4 frames"),
+                          (["distill.disc_backbone=dinov2"], "distill.disc_backbone_path"),
                           ([f"models.teacher.path={self.tmp}/nowhere/unet"], "nowhere/unet")]:
             with self.subTest(sets[0]):
                 p = distill(run, sets, check=False)
@@ -225,6 +289,27 @@ class Distill(unittest.TestCase):
         p = distill(bad, check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn('beta_schedule "squaredcos_cap_v2" is not supported', p.stderr)
+        # Real frames from an image set: none there, or of another latent shape than the videos'.
+        no_images = self.fresh("no-images")
+        for n in os.listdir(os.path.join(no_images, "prep")):
+            if n.startswith("image-"):
+                os.remove(os.path.join(no_images, "prep", n))
+        p = distill(no_images, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("no image latent shards", p.stderr)
+        self.assertIn('set distill.disc_real = "clip"', p.stderr)
+        other = os.path.join(self.tmp, "other-res")
+        shutil.rmtree(other, ignore_errors=True)
+        small = ["synth.videos=2", "synth.video_shards=1", "synth.images=4", "synth.image_shards=1", "prep.resolution=8"]
+        mcm(["synth"], other, small)
+        mcm(["prep"], other, small)
+        for n in os.listdir(os.path.join(other, "prep")):
+            if n.startswith("image-") and n.endswith(".h5"):
+                shutil.copy(os.path.join(other, "prep", n), os.path.join(no_images, "prep", n))
+        p = distill(no_images, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stderr, r"image shards .* hold latents \[12, 4, 4\].* frames are \[12, 8, 8\]")
+        self.assertIn('distill.disc_real = "clip"', p.stderr)
         no_teacher = self.fresh("no-teacher", teacher=False)
         p = distill(no_teacher, check=False)
         self.assertNotEqual(p.returncode, 0)

@@ -218,6 +218,86 @@ TEST(Trainer, ResumeIsExactAndTornCheckpointsIgnored) {
   fs::remove_tree(dir);
 }
 
+// A critic trained step for step with the model: the main loss's gradient passes through the
+// critic to the model but never reaches the critic's parameters; the critic's own loss trains it
+// with its own learning rate; both optimizers resume exactly.
+TEST(Trainer, CriticTrainsOnItsOwnLossOnly) {
+  auto dir = temp_dir("critic");
+  make_shard(dir);
+  auto make = [&](Rig& rig, torch::nn::Linear critic, double critic_loss_scale) {
+    train::CriticSpec c;
+    c.name = "critic";
+    c.optim = rig.spec.optim;
+    c.optim.lr = 5e-2;
+    for (auto& p : critic->named_parameters()) c.params.emplace_back("critic." + p.key(), p.value());
+    auto m = rig.model;
+    c.loss = [m, critic, critic_loss_scale](const train::Batch& b, int64_t) mutable {
+      auto x = b.latents.reshape({b.latents.size(0), -1});
+      train::LossTerms lt;
+      lt.loss = critic_loss_scale * (critic->forward(x) - 1).pow(2).mean();
+      lt.logged["critic_out"] = critic->forward(x).mean().item<double>();
+      return lt;
+    };
+    rig.spec.critic = c;
+  };
+  auto main_loss = [](Rig& rig, torch::nn::Linear critic) {
+    auto m = rig.model;
+    return [m, critic](const train::Batch& b, int64_t) mutable {
+      auto x = b.latents.reshape({b.latents.size(0), -1});
+      auto y = m->forward(x);
+      train::LossTerms lt;
+      lt.loss = (y - x.flip(1)).pow(2).mean() + critic->forward(y).mean();  // through the critic
+      return lt;
+    };
+  };
+  {
+    // A critic loss of zero gradient: its parameters must not move (they would if the main loss's
+    // gradient reached them), while the model trains through it.
+    Rig rig(dir, 3, 100);
+    torch::manual_seed(1);
+    torch::nn::Linear critic(16, 1);
+    auto before = critic->weight.detach().clone();
+    make(rig, critic, 0.0);
+    auto w0 = rig.model->weight.detach().clone();
+    train::Trainer t(rig.spec, *g_ctx, torch::Device(torch::kCPU), *rig.loader, main_loss(rig, critic));
+    t.run();
+    EXPECT_TRUE(torch::equal(before, critic->weight.detach()));
+    EXPECT_FALSE(torch::equal(w0, rig.model->weight.detach()));
+  }
+  fs::remove_tree(dir / "unit");
+  torch::Tensor ref_model, ref_critic;
+  {
+    Rig rig(dir, 6, 2);
+    torch::manual_seed(1);
+    torch::nn::Linear critic(16, 1);
+    auto before = critic->weight.detach().clone();
+    make(rig, critic, 1.0);
+    train::Trainer t(rig.spec, *g_ctx, torch::Device(torch::kCPU), *rig.loader, main_loss(rig, critic));
+    t.run();
+    EXPECT_FALSE(torch::equal(before, critic->weight.detach()));
+    ref_model = rig.model->weight.detach().clone();
+    ref_critic = critic->weight.detach().clone();
+  }
+  auto ck = dir / "unit" / "checkpoints";
+  EXPECT_TRUE(stdfs::exists(ck / "step-00000006" / "optimizer_critic.safetensors"));
+  auto metrics = fs::read_text(dir / "unit" / "metrics.jsonl");
+  EXPECT_THAT(metrics, HasSubstr("\"critic\":{\"grad_norm\""));
+  EXPECT_THAT(metrics, HasSubstr("critic_out"));
+  stdfs::remove(ck / "step-00000006" / "DONE");
+  {
+    Rig rig(dir, 6, 2);
+    torch::manual_seed(7);  // other initial weights: the checkpoint must restore both
+    torch::nn::Linear critic(16, 1);
+    make(rig, critic, 1.0);
+    train::Trainer t(rig.spec, *g_ctx, torch::Device(torch::kCPU), *rig.loader, main_loss(rig, critic));
+    auto r = t.run();
+    EXPECT_EQ(r.resumed_from, 4);
+    EXPECT_TRUE(torch::equal(ref_model, rig.model->weight.detach()));
+    EXPECT_TRUE(torch::equal(ref_critic, critic->weight.detach()));
+  }
+  fs::remove_tree(dir);
+}
+
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   dist::DistContext ctx(&argc, &argv);
