@@ -130,11 +130,7 @@ Trainer::Trainer(TrainerSpec spec, const dist::DistContext& ctx, torch::Device d
   ctx_.barrier();
   comm_ = dist::make_communicator(ctx_, device_, copts);
   if (ctx_.world_size() > 1) {
-    dist::ReducerOptions ropts;
-    ropts.bucket_mb = spec_.engine.bucket_mb;
-    ropts.first_bucket_mb = spec_.engine.first_bucket_mb;
-    std::vector<std::pair<std::string, at::Tensor>> named(spec_.params.begin(), spec_.params.end());
-    reducer_ = std::make_unique<dist::Reducer>(std::move(named), *comm_, ropts);
+    reducer_ = make_reducer(spec_.params);
     // The cost the reducer must hide: every gradient all-reduced alone, blocking (median of 3),
     // reported beside the exposed wait so metrics show the hidden share honestly.
     int64_t numel = 0;
@@ -165,19 +161,21 @@ Trainer::Trainer(TrainerSpec spec, const dist::DistContext& ctx, torch::Device d
     c.optim.steps = spec_.optim.steps;
     c.optim.batch = spec_.optim.batch;
     c.optim.micro_batch = spec_.optim.micro_batch;
-    if (ctx_.world_size() > 1) {
-      dist::ReducerOptions ropts;
-      ropts.bucket_mb = spec_.engine.bucket_mb;
-      ropts.first_bucket_mb = spec_.engine.first_bucket_mb;
-      std::vector<std::pair<std::string, at::Tensor>> named(c.params.begin(), c.params.end());
-      critic_reducer_ = std::make_unique<dist::Reducer>(std::move(named), *comm_, ropts);
-    }
+    if (ctx_.world_size() > 1) critic_reducer_ = make_reducer(c.params);
     critic_opt_ = std::make_unique<AdamW>(c.params, c.optim);
   }
   if (spec_.optim.ema_decay > 0) ema_ = std::make_unique<Ema>(spec_.params, spec_.optim.ema_decay);
 }
 
 Trainer::~Trainer() = default;
+
+std::unique_ptr<dist::Reducer> Trainer::make_reducer(const NamedTensors& params) {
+  dist::ReducerOptions ropts;
+  ropts.bucket_mb = spec_.engine.bucket_mb;
+  ropts.first_bucket_mb = spec_.engine.first_bucket_mb;
+  std::vector<std::pair<std::string, at::Tensor>> named(params.begin(), params.end());
+  return std::make_unique<dist::Reducer>(std::move(named), *comm_, ropts);
+}
 
 NamedTensors Trainer::all_params() const {
   NamedTensors all = spec_.params;

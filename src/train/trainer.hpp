@@ -106,6 +106,7 @@ class Trainer {
   int64_t resume();
   void checkpoint(int64_t step);
   NamedTensors all_params() const;  // the main parameters, then the critic's
+  std::unique_ptr<dist::Reducer> make_reducer(const NamedTensors& params);  // the engine's bucket sizes
   std::string critic_optimizer_file() const;
   nlohmann::json side_loader_states() const;
   std::filesystem::path checkpoints_dir() const { return spec_.dir / "checkpoints"; }
