@@ -13,7 +13,7 @@ echo "[quickstart] prep on 2 ranks -> $RUN/prep"
 mpirun -n 2 build/mcm prep --config configs/tiny.toml --set run.dir="$RUN"
 echo "[quickstart] teacher on 2 ranks -> $RUN/teacher (about 18 minutes on 2 cores)"
 mpirun -n 2 build/mcm teacher --config configs/tiny.toml --set run.dir="$RUN"
-echo "[quickstart] distill on 2 ranks -> $RUN/distill/student (about 7 minutes on 2 cores)"
+echo "[quickstart] distill on 2 ranks -> $RUN/distill/student (about 5 minutes on 2 cores)"
 mpirun -n 2 build/mcm distill --config configs/tiny.toml --set run.dir="$RUN"
 build/mcm manifest verify "$RUN"
 build/mcm manifest show "$RUN" | head -40
