@@ -317,7 +317,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     }
     return lt;
   };
-  auto disc_loss_fn = [&](const train::Batch& b, int64_t step) {
+  auto disc_loss_fn = [&](const train::Batch& b, int64_t) {
     torch::Tensor real, real_text;
     if (image_loader) {
       train::Batch ib = image_loader->next();
@@ -338,7 +338,6 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     lt.logged["gp_weight"] = w;
     lt.logged["d_real"] = t.real_logit;
     lt.logged["d_fake"] = t.fake_logit;
-    (void)step;
     return lt;
   };
   if (adversarial) spec.critic->loss = disc_loss_fn;
