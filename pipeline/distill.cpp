@@ -94,12 +94,6 @@ json student_scheduler_config(const TeacherSource& t, const DistillSection& d) {
           {"timestep_spacing", "leading"}};
 }
 
-std::string cat_shape(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 train::NamedTensors buffers(torch::nn::Module& m, const std::string& prefix) {
   train::NamedTensors out;
   for (auto& b : m.named_buffers(true)) out.emplace_back(prefix + b.key(), b.value());
@@ -135,9 +129,9 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     }
     const std::vector<int64_t> want{info.latent[0], info.latent[2], info.latent[3]};
     require<DataError>(images.latent == want && images.text == info.text, "distill: the image shards (",
-                       images.shards.front(), ", ...) hold latents ", cat_shape(images.latent), " and text ",
-                       cat_shape(images.text), ", but the video shards' frames are ", cat_shape(want), " and text ",
-                       cat_shape(info.text), " (distill.disc_real = \"images\"); prep both with the same settings, or set "
+                       images.shards.front(), ", ...) hold latents ", shape_str(images.latent), " and text ",
+                       shape_str(images.text), ", but the video shards' frames are ", shape_str(want), " and text ",
+                       shape_str(info.text), " (distill.disc_real = \"images\"); prep both with the same settings, or set "
                        "distill.disc_real = \"clip\"");
   }
   const TeacherSource teacher_src = find_teacher(cfg);

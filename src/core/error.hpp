@@ -3,7 +3,9 @@
 #pragma once
 #include <sstream>
 #include <stdexcept>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mcm {
 
@@ -13,6 +15,13 @@ std::string cat(const Args&... args) {
   std::ostringstream os;
   (os << ... << args);
   return os.str();
+}
+
+/// A shape for messages: "[4, 8, 16, 16]".
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += cat(i ? ", " : "", s[i]);
+  return out + "]";
 }
 
 /// Base of every mcm exception; what() is the full, human-readable context.

@@ -18,22 +18,6 @@ torch::Tensor inside(const torch::Tensor& centre, int64_t s, int64_t n) {
 
 }  // namespace
 
-DiffAugmentDraws draw_diff_augment(int64_t n, int64_t h, int64_t w, const DiffAugmentOptions& o, torch::Device device) {
-  auto f = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  auto i = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  DiffAugmentDraws d;
-  d.brightness = torch::rand({n}, f);
-  d.saturation = torch::rand({n}, f);
-  d.contrast = torch::rand({n}, f);
-  const int64_t rh = reach(h, o.translation), rw = reach(w, o.translation);
-  d.shift_h = torch::randint(-rh, rh + 1, {n}, i);
-  d.shift_w = torch::randint(-rw, rw + 1, {n}, i);
-  const int64_t sh = reach(h, o.cutout), sw = reach(w, o.cutout);
-  d.cutout_h = torch::randint(0, h + (1 - sh % 2), {n}, i);
-  d.cutout_w = torch::randint(0, w + (1 - sw % 2), {n}, i);
-  return d;
-}
-
 DiffAugmentDraws draw_diff_augment(const std::vector<rng::Key>& keys, int64_t h, int64_t w, const DiffAugmentOptions& o) {
   const int64_t rh = reach(h, o.translation), rw = reach(w, o.translation);
   const int64_t sh = reach(h, o.cutout), sw = reach(w, o.cutout);

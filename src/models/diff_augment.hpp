@@ -31,12 +31,9 @@ struct DiffAugmentOptions {
   bool color = true;
 };
 
-/// Draws for n images of h x w from torch's default generator (shape and range as above).
-DiffAugmentDraws draw_diff_augment(int64_t n, int64_t h, int64_t w, const DiffAugmentOptions& o, torch::Device device);
-
-/// The same draws from one rng stream per image (the run keys them by sample, frame and purpose, so
-/// they do not depend on the world size): brightness, saturation, contrast, shift_h, shift_w,
-/// cutout_h, cutout_w in that order, ranges as above. CPU tensors.
+/// Draws for images of h x w, one rng stream per image (the run keys them by sample, frame and
+/// purpose, so they do not depend on the world size): brightness, saturation, contrast, shift_h,
+/// shift_w, cutout_h, cutout_w in that order, ranges as above. CPU tensors.
 DiffAugmentDraws draw_diff_augment(const std::vector<rng::Key>& keys, int64_t h, int64_t w, const DiffAugmentOptions& o);
 
 /// colour (brightness, saturation, contrast), translation (vacated pixels are zero), cutout (an

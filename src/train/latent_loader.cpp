@@ -39,12 +39,6 @@ namespace mcm::train {
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += cat(i ? ", " : "", s[i]);
-  return out + "]";
-}
-
 std::vector<int64_t> to_i64(const std::vector<hsize_t>& v) { return {v.begin(), v.end()}; }
 
 int64_t numel(const std::vector<int64_t>& s) {

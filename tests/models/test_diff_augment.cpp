@@ -15,6 +15,13 @@ DiffAugmentDraws neutral(int64_t n) {
   auto zero = torch::zeros({n}, torch::kInt64);
   return {half, half, half, zero, zero, zero, zero};
 }
+
+// n keyed streams of one seed, as a run keys them per frame.
+std::vector<rng::Key> keys(uint64_t seed, int64_t n) {
+  std::vector<rng::Key> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(rng::key(seed, "diff_augment_test", static_cast<uint64_t>(i), "aug"));
+  return out;
+}
 }  // namespace
 
 TEST(DiffAugment, NeutralDrawsWithoutCutoutAreTheIdentity) {
@@ -71,8 +78,7 @@ TEST(DiffAugment, CutoutZeroesAClippedSquare) {
 
 TEST(DiffAugment, GradientsFlowOutsideTheCutout) {
   auto x = torch::randn({2, 3, 8, 8}, torch::requires_grad());
-  torch::manual_seed(3);
-  auto d = draw_diff_augment(2, 8, 8, {}, torch::kCPU);
+  auto d = draw_diff_augment(keys(3, 2), 8, 8, {});
   diff_augment(x, d, {}).sum().backward();
   ASSERT_TRUE(x.grad().defined());
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
@@ -80,8 +86,7 @@ TEST(DiffAugment, GradientsFlowOutsideTheCutout) {
 }
 
 TEST(DiffAugment, DrawsCoverTheirRanges) {
-  torch::manual_seed(0);
-  auto d = draw_diff_augment(4000, 16, 24, {}, torch::kCPU);
+  auto d = draw_diff_augment(keys(0, 4000), 16, 24, {});
   EXPECT_EQ(d.shift_h.min().item<int64_t>(), -2);  // int(16 / 8 + 0.5)
   EXPECT_EQ(d.shift_h.max().item<int64_t>(), 2);
   EXPECT_EQ(d.shift_w.min().item<int64_t>(), -3);  // int(24 / 8 + 0.5)
