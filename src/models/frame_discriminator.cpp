@@ -130,7 +130,7 @@ torch::Tensor gradient_penalty(FrameDiscriminator& d, const std::vector<torch::T
                      fake.size(), " fake feature levels");
   std::vector<torch::Tensor> mix;
   for (size_t l = 0; l < real.size(); ++l) {
-    auto a = alpha.to(real[l].scalar_type()).view({-1, 1, 1});
+    auto a = alpha.to(real[l].device(), real[l].scalar_type()).view({-1, 1, 1});
     mix.push_back((a * real[l].detach() + (1.0 - a) * fake[l].detach()).requires_grad_(true));
   }
   auto out = d->forward(mix, c);

@@ -1,5 +1,11 @@
 #include "train/optim.hpp"
 
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_foreach_zero.h>
+#include <ATen/ops/_fused_adamw.h>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -14,13 +20,22 @@ double lr_at(const OptimConfig& o, int64_t step) {
   return o.lr_min + (o.lr - o.lr_min) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-AdamW::AdamW(NamedTensors params, const OptimConfig& o)
+AdamW::AdamW(NamedTensors params, const OptimConfig& o, bool allow_fused)
     : params_(std::move(params)), b1_(o.adam_beta1), b2_(o.adam_beta2), eps_(o.adam_eps), wd_(o.weight_decay) {
   for (auto& [name, p] : params_) {
     auto opts = p.options().dtype(torch::kFloat32);
     m_.push_back(torch::zeros(p.sizes(), opts));
     v_.push_back(torch::zeros(p.sizes(), opts));
   }
+  // Note [fused AdamW on GPUs]: the per-parameter loop below launches ~7 kernels per tensor
+  // (10k launches for ModelScope's 1480 tensors: 140 ms a step on an H200, measured), so on CUDA
+  // the update is torch's fused multi-tensor AdamW kernel, the same arithmetic (decoupled decay,
+  // bias corrections from the step count) in one pass over memory. The CPU keeps the loop, whose
+  // results every CPU test and golden was made with.
+  fused_ = allow_fused && !params_.empty();
+  for (auto& [name, p] : params_) fused_ = fused_ && p.is_cuda() && p.scalar_type() == torch::kFloat32;
+  if (fused_)
+    for (auto& [name, p] : params_) steps_.push_back(torch::zeros({}, p.options()));
 }
 
 void AdamW::step(double lr) {
@@ -30,6 +45,26 @@ void AdamW::step(double lr) {
   const double bc2 = 1.0 - std::pow(b2_, static_cast<double>(t_));
   const double step_size = lr / bc1;
   const double bc2_sqrt = std::sqrt(bc2);
+  if (fused_) {
+    if (steps_held_ + 1 == t_) {
+      at::_foreach_add_(steps_, 1.0);
+    } else {  // after a restore
+      for (auto& st : steps_) st.fill_(static_cast<double>(t_));
+    }
+    steps_held_ = t_;
+    std::vector<torch::Tensor> ps, gs, ms, vs, ss;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      auto& p = params_[i].second;
+      if (!p.grad().defined()) continue;
+      ps.push_back(p);
+      gs.push_back(p.grad());
+      ms.push_back(m_[i]);
+      vs.push_back(v_[i]);
+      ss.push_back(steps_[i]);
+    }
+    at::_fused_adamw_(ps, gs, ms, vs, {}, ss, lr, b1_, b2_, wd_, eps_, /*amsgrad=*/false, /*maximize=*/false);
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
@@ -76,7 +111,24 @@ void AdamW::load_state(const TensorMap& state, int64_t steps_taken, const std::s
   t_ = steps_taken;
 }
 
+namespace {
+// The gradients of params, when every one is defined and on a GPU (the multi-tensor paths).
+std::vector<torch::Tensor> cuda_grads(const NamedTensors& params) {
+  std::vector<torch::Tensor> gs;
+  for (auto& [name, p] : params) {
+    if (!p.is_cuda() || !p.grad().defined()) return {};
+    gs.push_back(p.grad());
+  }
+  return gs;
+}
+}  // namespace
+
 void zero_grads(const NamedTensors& params) {
+  if (auto gs = cuda_grads(params); !gs.empty()) {
+    for (auto& [name, p] : params) p.mutable_grad() = p.grad().detach();
+    at::_foreach_zero_(cuda_grads(params));
+    return;
+  }
   for (auto& [name, p] : params) {
     auto& g = p.mutable_grad();
     if (g.defined()) {
@@ -90,6 +142,10 @@ void zero_grads(const NamedTensors& params) {
 
 double grad_norm(const NamedTensors& params) {
   torch::NoGradGuard no_grad;
+  if (auto gs = cuda_grads(params); !gs.empty()) {
+    auto norms = at::stack(at::_foreach_norm(gs, 2)).to(torch::kFloat64);
+    return norms.pow(2).sum().sqrt().item<double>();
+  }
   double sq = 0;
   for (auto& [name, p] : params)
     if (p.grad().defined()) sq += p.grad().to(torch::kFloat64).pow(2).sum().item<double>();
@@ -103,6 +159,10 @@ void clip_grads(const NamedTensors& params, double norm, double max_norm) {
 
 void scale_grads(const NamedTensors& params, double s) {
   torch::NoGradGuard no_grad;
+  if (auto gs = cuda_grads(params); !gs.empty()) {
+    at::_foreach_mul_(gs, s);
+    return;
+  }
   for (auto& [name, p] : params)
     if (p.grad().defined()) p.mutable_grad().mul_(s);
 }

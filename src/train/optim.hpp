@@ -25,7 +25,8 @@ double lr_at(const OptimConfig& o, int64_t step);
 /// the square root), fp32 state per parameter. The state is keyed by parameter name.
 class AdamW {
  public:
-  AdamW(NamedTensors params, const OptimConfig& o);
+  /// `allow_fused`: use the fused kernel when every parameter is an fp32 CUDA tensor.
+  AdamW(NamedTensors params, const OptimConfig& o, bool allow_fused = true);
   /// One update with learning rate lr; parameters without a gradient are skipped.
   void step(double lr);
   int64_t steps_taken() const { return t_; }
@@ -37,14 +38,18 @@ class AdamW {
  private:
   NamedTensors params_;
   std::vector<torch::Tensor> m_, v_;
+  std::vector<torch::Tensor> steps_;  ///< fused path: the step count as the kernel reads it, one per parameter
   double b1_, b2_, eps_, wd_;
   int64_t t_ = 0;
+  int64_t steps_held_ = 0;  ///< the count steps_ hold
+  bool fused_ = false;  ///< every parameter an fp32 CUDA tensor: one fused multi-tensor kernel per step
 };
 
 /// Sets every gradient to zero in place (or creates zero gradients), ready for accumulation.
 void zero_grads(const NamedTensors& params);
 
-/// Global L2 norm of all gradients (float64 sum of squares), without changing them.
+/// Global L2 norm of all gradients, without changing them: on the CPU a float64 sum of squares;
+/// on a GPU per-tensor norms by one multi-tensor kernel (float32), combined in float64.
 double grad_norm(const NamedTensors& params);
 /// Scales all gradients by max_norm / (norm + 1e-6) when norm > max_norm (torch's clip_grad_norm_).
 void clip_grads(const NamedTensors& params, double norm, double max_norm);

@@ -18,6 +18,7 @@ void TrainSection::visit(config::FieldVisitor& v) {
   v("prefetch", prefetch);
   v("log_every", log_every);
   v("preload", preload);
+  v("fused_optimizer", fused_optimizer);
 }
 
 void TrainSection::validate(const config::Config&) const {

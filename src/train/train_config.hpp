@@ -22,6 +22,7 @@ struct TrainSection {
   int64_t prefetch = 4;             ///< micro-batches the loader reads ahead on its thread
   int64_t log_every = 10;           ///< steps between metrics.jsonl lines (and progress lines)
   bool preload = false;             ///< read the whole latent data set into memory at start (small data sets)
+  bool fused_optimizer = true;      ///< on a GPU, AdamW as one fused multi-tensor kernel (false: the per-tensor loop the CPU runs)
 
   void visit(config::FieldVisitor& v);
   void validate(const config::Config& cfg) const;

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/build_info.hpp"
 #include "core/error.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
@@ -21,6 +22,10 @@
 #include "models/weights.hpp"
 #include "train/checkpoint.hpp"
 
+#if MCM_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace mcm::train {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
@@ -28,6 +33,25 @@ using json = nlohmann::json;
 namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Peak GPU memory of torch's caching allocator since the run started, in GiB: what
+// torch.cuda.max_memory_allocated / max_memory_reserved report on the PyTorch side.
+json cuda_peak_memory(torch::Device device, bool reset) {
+#if MCM_WITH_CUDA
+  if (!device.is_cuda()) return nullptr;
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  if (reset) alloc::resetPeakStats(device.index());
+  const auto st = alloc::getDeviceStats(device.index());
+  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  return {{"allocated_peak_gib", static_cast<double>(st.allocated_bytes[agg].peak) / kGiB},
+          {"reserved_peak_gib", static_cast<double>(st.reserved_bytes[agg].peak) / kGiB}};
+#else
+  (void)device;
+  (void)reset;
+  return nullptr;
+#endif
+}
 
 // Autocast for the forward pass (as torch.autocast: enable, set dtype, nest; clear the cast
 // cache when the outermost region ends).
@@ -145,7 +169,7 @@ Trainer::Trainer(TrainerSpec spec, const dist::DistContext& ctx, torch::Device d
     std::sort(t.begin(), t.end());
     allreduce_alone_s_ = t[1];
   }
-  opt_ = std::make_unique<AdamW>(spec_.params, spec_.optim);
+  opt_ = std::make_unique<AdamW>(spec_.params, spec_.optim, spec_.engine.fused_optimizer);
   if (spec_.critic) {
     auto& c = *spec_.critic;
     require<ConfigError>(!c.params.empty() && c.loss, spec_.stage, ": ", c.name, ": no parameters or no loss");
@@ -162,7 +186,7 @@ Trainer::Trainer(TrainerSpec spec, const dist::DistContext& ctx, torch::Device d
     c.optim.batch = spec_.optim.batch;
     c.optim.micro_batch = spec_.optim.micro_batch;
     if (ctx_.world_size() > 1) critic_reducer_ = make_reducer(c.params);
-    critic_opt_ = std::make_unique<AdamW>(c.params, c.optim);
+    critic_opt_ = std::make_unique<AdamW>(c.params, c.optim, spec_.engine.fused_optimizer);
   }
   if (spec_.optim.ema_decay > 0) ema_ = std::make_unique<Ema>(spec_.params, spec_.optim.ema_decay);
 }
@@ -341,6 +365,7 @@ TrainResult Trainer::run() {
   };
 
   std::vector<std::string> term_names;
+  cuda_peak_memory(device_, /*reset=*/true);
   while (step < steps) {
     comm_->set_step(step);
     const auto t_step = Clock::now();
@@ -406,7 +431,13 @@ TrainResult Trainer::run() {
     for (auto& k : term_names) stats.push_back(terms_sum[k]);
     stats.push_back(stop_signals.pending() != 0 ? 1.0 : 0.0);
     auto st = torch::tensor(stats, torch::kFloat64);
-    comm_->allreduce(st, dist::ReduceOp::kSum, "step statistics");
+    if (device_.is_cuda()) {  // NCCL reduces device tensors only
+      auto on_device = st.to(device_);
+      comm_->allreduce(on_device, dist::ReduceOp::kSum, "step statistics");
+      st = on_device.cpu();
+    } else {
+      comm_->allreduce(st, dist::ReduceOp::kSum, "step statistics");
+    }
     auto sv = st.accessor<double, 1>();
     const double denom = static_cast<double>(accum * ctx_.world_size());
     const double loss = sv[0] / denom, critic_loss = sv[1] / denom;
@@ -482,6 +513,7 @@ TrainResult Trainer::run() {
       for (size_t i = 0; i < term_names.size(); ++i) m["terms"][term_names[i]] = sv[static_cast<int64_t>(i) + 2] / denom;
       if (spec_.critic) m[spec_.critic->name] = {{"loss", critic_loss}, {"lr", critic_lr}, {"grad_norm", critic_norm}};
       if (scaler_.enabled()) m["loss_scale"] = scaler_.scale();
+      if (device_.is_cuda()) m["cuda_memory"] = cuda_peak_memory(device_, /*reset=*/false);
       metrics.write(m);
       log::debug(spec_.stage, ": step ", step, " loss ", loss, " lr ", lr, " grad norm ", norm);
     }

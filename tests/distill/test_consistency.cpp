@@ -25,7 +25,16 @@ namespace stdfs = std::filesystem;
 namespace {
 
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30)).item<double>();
+  auto x = a.to(torch::kCPU, torch::kFloat64), y = b.to(torch::kCPU, torch::kFloat64);
+  return ((x - y).norm() / y.norm().clamp_min(1e-30)).item<double>();
+}
+
+// The draws the stage makes on the CPU (draw_adv) stay there in the CUDA runs, as in the stage.
+bool cpu_draw(const std::string& key) {
+  for (const char* p : {"adv/g_frames", "adv/d_frames", "adv/real_frames", "adv/gp_alpha", "adv/g_aug/", "adv/d_fake_aug/",
+                        "adv/d_real_aug/"})
+    if (key.rfind(p, 0) == 0) return true;
+  return false;
 }
 
 models::TensorMap with_prefix(const models::TensorMap& all, const std::string& prefix, bool strip = true) {
@@ -68,16 +77,22 @@ const stdfs::path& golden() {
 // relative: what is left is the method, not rounding. In float32 the pseudo-Huber loss amplifies
 // rounding (its gradient d / sqrt(d^2 + c^2) with c = 0.001 flips sign for elements near zero, and
 // a mixed trajectory's x0 divides by sqrt(abar_999) = 0.068), so the bound is 1e-4 or 4x the
-// reference's own float32 error against its float64 result, whichever is larger.
-class CdGolden : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
+// reference's own float32 error against its float64 result, whichever is larger. The *_CUDA
+// cases run the float64 step on a GPU (skipped without one): the same bound, and every tensor the
+// stage keeps on the CPU (the adversarial draws) kept there.
+class CdGolden : public ::testing::TestWithParam<std::tuple<std::string, bool, bool>> {};
 
 TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   torch::set_num_threads(1);
-  const auto& [name, f64] = GetParam();
+  const auto& [name, f64, cuda] = GetParam();
+  if (cuda && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   nlohmann::json cases;
   std::ifstream(golden() / "cases.json") >> cases;
   const auto& c = cases.at(name);
   auto g = models::read_tensors(golden() / (name + (f64 ? "_f64" : "") + ".safetensors"));
+  for (auto& [key, t] : g)
+    if (!cpu_draw(key)) t = t.to(device);
   auto g64 = f64 ? g : models::read_tensors(golden() / (name + "_f64.safetensors"));
   const auto dtype = f64 ? torch::kFloat64 : torch::kFloat32;
   auto tol = [&](const std::string& key) {
@@ -87,20 +102,22 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   stages::CdModels m;
   m.teacher = models::load_unet3d(golden() / "teacher", dtype);
   m.student = models::load_unet3d(golden() / "teacher", dtype);
+  m.teacher->to(device);
   models::LoraConfig lc;
   lc.rank = 4;
   lc.alpha = 4;
   models::attach_lora(*m.student, lc);
   models::import_lora(*m.student, with_prefix(g, "lora/"), name);
   models::freeze_all_but_lora(*m.student);
+  m.student->to(device);
   for (auto& p : m.teacher->parameters()) p.set_requires_grad(false);
   models::MotionHeadConfig hc{4, 16, 8};
   m.head = models::MotionHead(hc);
   m.head_target = models::MotionHead(hc);
   models::load_strict(*m.head, with_prefix(g, "head/"), name + " head");
   models::load_strict(*m.head_target, with_prefix(g, "head_target/"), name + " head_target");
-  m.head->to(dtype);
-  m.head_target->to(dtype);
+  m.head->to(device, dtype);
+  m.head_target->to(device, dtype);
   for (auto& p : m.head_target->parameters()) p.set_requires_grad(false);
 
   diffusion::ScheduleOptions so;
@@ -125,6 +142,7 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   if (c.at("backbone") == "dinov2") {
     decoder = std::make_unique<MatrixDecoder>(g.at("adv/decode"));
     auto dino = models::load_dinov2(golden() / "dinov2", dtype);
+    dino->to(device);
     backbone = std::make_unique<models::Dinov2Backbone>(*decoder, dino, c.at("dino_size").get<int64_t>(), ao);
   } else {
     backbone = std::make_unique<models::TeacherBackbone>(m.teacher, c.at("disc_timestep").get<int64_t>(), ao);
@@ -134,7 +152,7 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   adv.disc = models::FrameDiscriminator(backbone->channels(), 16, c.at("cmap_dim").get<int64_t>(),
                                         c.at("virtual_batch").get<int64_t>());
   models::load_strict(*adv.disc, with_prefix(g, "disc/"), name + " discriminator");
-  adv.disc->to(dtype);
+  adv.disc->to(device, dtype);
   auto aug = [&](const std::string& which) {
     auto f = [&](const char* field) { return g.at(cat("adv/", which, "/", field)); };
     return models::DiffAugmentDraws{f("brightness"), f("saturation"), f("contrast"), f("shift_h"),
@@ -171,7 +189,7 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
     const std::string key = "grad_disc/" + p.key();
     ASSERT_TRUE(p.value().grad().defined()) << p.key();
     const auto ref_g = g.at(key).to(torch::kFloat64);
-    const double e = (p.value().grad().to(torch::kFloat64) - ref_g).norm().item<double>() /
+    const double e = (p.value().grad().to(torch::kCPU, torch::kFloat64) - ref_g.cpu()).norm().item<double>() /
                      std::max(ref_g.norm().item<double>(), 1e-6 * scale);
     EXPECT_LT(e, tol(key)) << name << " disc " << p.key();
     worst_disc = std::max(worst_disc, e);
@@ -206,10 +224,15 @@ INSTANTIATE_TEST_SUITE_P(Cases, CdGolden, ::testing::Combine(
                                            "eps_freq_high_mixed", "eps_learn_real", "eps_learn_mixed",
                                            "x0_zsnr_learn_mixed", "eps_learn_real_dino", "eps_learn_mixed_dino",
                                            "eps_raw_mixed_dino"),
-                         ::testing::Bool()),
+                         ::testing::Bool(), ::testing::Values(false)),
                          [](const auto& info) {
                            return std::get<0>(info.param) + (std::get<1>(info.param) ? "_f64" : "_f32");
                          });
+INSTANTIATE_TEST_SUITE_P(Gpu, CdGolden, ::testing::Combine(
+                         ::testing::Values("eps_learn_real", "eps_learn_mixed", "x0_zsnr_learn_mixed", "eps_freq_low_mixed",
+                                           "eps_learn_mixed_dino"),
+                         ::testing::Values(true), ::testing::Values(true)),
+                         [](const auto& info) { return std::get<0>(info.param) + "_f64_CUDA"; });
 
 TEST(MotionRepresentation, ButterworthMaskFollowsItsFormula) {
   auto low = models::butterworth_mask(4, 6, 8, 0.25, 4, false);
