@@ -2,8 +2,8 @@
 run it (`mcm distill`), beside the same step in PyTorch (bench/distill_step_torch.py: diffusers +
 PEFT + the golden step's discriminator) on the same teacher, batch, dtype (fp32) and threads (1).
 
-Rows: the step on CPU at the tiny size; GPU rows (ModelScope-size UNet3D, bf16 autocast, peak
-memory) need a device and are reported as missing without one. Medians over steps after warm-up;
+Rows: the step on CPU at the tiny size; the GPU rows (ModelScope-size UNet3D, bf16 autocast, peak
+memory) are bench/gpu_steps.sh's. Medians over steps after warm-up;
 two interleaved rounds per side, the faster kept (a shared 2-core machine varies +-15% run to run).
 Writes bench/results/distill_step.json."""
 import argparse
@@ -78,8 +78,8 @@ results = {"config": {"batch": args.batch, "steps": args.steps, "skipped": args.
                       "device": "cpu", "model": "configs/tiny.toml teacher, LoRA 16, motion learn, teacher-backbone discriminator"},
            "step": {"ours_s": o["total"], "pytorch_s": t["median_s"], "speedup": t["median_s"] / o["total"],
                     "ours_split_s": o, "pytorch": t},
-           "gpu": "run on a GPU machine: not measured here" if has_gpu else
-                  "no GPU on this machine: ModelScope-size step, bf16 and peak memory not measured"}
+           "gpu": "GPU rows: bench/gpu_steps.sh" if has_gpu else
+                  "no GPU on this machine: ModelScope-size rows by bench/gpu_steps.sh on a GPU"}
 print("| measure | ours | other side | ratio | target |")
 print("|---|---|---|---|---|")
 print(f"| MCM distill step (G + D), CPU, tiny, batch {args.batch} | {o['total']*1e3:.0f} ms | PyTorch {t['median_s']*1e3:.0f} ms "

@@ -4,7 +4,9 @@ targets, the learned motion head and its EMA copy, the frame discriminator on th
 (the heads, DiffAugment and feature extraction of tests/distill/make_cd_golden.py, the step our
 C++ matches), mixed trajectories; generator step then discriminator step, each with its own AdamW,
 the student's gradients clipped at 10. Same prep latents (in memory), batch, dtype and torch
-threads as ours. Prints one JSON line."""
+threads as ours. On a GPU (--device cuda --precision bf16) both passes run under bf16 autocast with
+fp32 weights and fused AdamW, and the JSON has the peak memory of torch's caching allocator.
+Prints one JSON line."""
 import argparse
 import copy
 import glob
@@ -34,7 +36,12 @@ ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--lora_rank", type=int, default=16)
 ap.add_argument("--lr", type=float, default=1e-4)
 ap.add_argument("--disc_lr", type=float, default=1e-4)
+ap.add_argument("--device", default="cpu")
+ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast, fp32 weights")
 args = ap.parse_args()
+dev = torch.device(args.device)
+cuda = dev.type == "cuda"
+autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 torch.use_deterministic_algorithms(False)  # the golden module turns it on; a user would not
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
@@ -51,13 +58,14 @@ def load(kind):
 
 lat, txt = load("video")
 img, img_txt = load("image")
-teacher = UNet3DConditionModel.from_pretrained(os.path.join(args.run, "teacher", "unet")).eval().requires_grad_(False)
+lat, txt, img, img_txt = lat.to(dev), txt.to(dev), img.to(dev), img_txt.to(dev)
+teacher = UNet3DConditionModel.from_pretrained(os.path.join(args.run, "teacher", "unet")).eval().requires_grad_(False).to(dev)
 with open(os.path.join(args.run, "teacher", "scheduler", "scheduler_config.json")) as f:
     sc = json.load(f)
 sched = DDPMScheduler(num_train_timesteps=1000, beta_start=sc["beta_start"], beta_end=sc["beta_end"],
                       beta_schedule=sc["beta_schedule"], rescale_betas_zero_snr=sc.get("rescale_betas_zero_snr", False),
                       prediction_type=sc["prediction_type"])
-abar = sched.alphas_cumprod.float()
+abar = sched.alphas_cumprod.float().to(dev)
 x0_pred = sc["prediction_type"] == "sample"
 
 # Size the reference modules to this teacher and data (tiny.toml's [distill] defaults).
@@ -74,14 +82,15 @@ lora = [p for n, p in student.named_parameters() if "lora_" in n]
 for p in lora:
     p.requires_grad_(True)
 student.train()
+torch.set_default_device(dev)  # what the reference modules below create lands on the device
 head = G.MotionHead()
 head_target = copy.deepcopy(head).requires_grad_(False)
-g = torch.Generator().manual_seed(0)
+g = torch.Generator(device=dev).manual_seed(0)
 chans = list(teacher.config.block_out_channels) + [teacher.config.block_out_channels[-1]]
 disc = G.Disc(chans, g)
 student_params = lora + list(head.parameters())
-opt_s = torch.optim.AdamW(student_params, lr=args.lr, weight_decay=0.0)
-opt_d = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, weight_decay=0.0)
+opt_s = torch.optim.AdamW(student_params, lr=args.lr, weight_decay=0.0, fused=cuda)
+opt_d = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, weight_decay=0.0, fused=cuda)
 uncond = torch.zeros(1, txt.shape[1], txt.shape[2])
 
 
@@ -108,6 +117,8 @@ def f(x, t, c):
     return bc(0.25 / (st ** 2 + 0.25)) * x + bc(st / (st ** 2 + 0.25) ** 0.5) * x0_of(student(x, t, c).sample, x, t)
 
 
+if cuda:
+    torch.cuda.reset_peak_memory_stats(dev)
 times = []
 for step in range(args.warmup + args.steps):
     t0 = time.perf_counter()
@@ -117,6 +128,8 @@ for step in range(args.warmup + args.steps):
     w = 5 + 10 * torch.rand(B)
     noise = torch.randn_like(x0)
     mixed = torch.rand(B) < 0.5
+    fwd = autocast()
+    fwd.__enter__()
     if mixed.any():
         with torch.no_grad():
             rows = mixed.nonzero().flatten()
@@ -142,6 +155,7 @@ for step in range(args.warmup + args.steps):
     disc.requires_grad_(False)
     feats = G.teacher_features(teacher, G.augment(G.pick(pred, torch.randint(0, G.T, (B, K))), augs["g"]), ctx)
     loss_g = -disc(feats, ctx.mean(1)).mean()
+    fwd.__exit__(None, None, None)
     (l_cd + loss_g).backward()
     torch.nn.utils.clip_grad_norm_(student_params, 10.0)
     opt_s.step()
@@ -149,6 +163,8 @@ for step in range(args.warmup + args.steps):
     disc.requires_grad_(True)
     ii = torch.randint(0, img.shape[0], (B * K,))
     real, real_text = img[ii], img_txt[ii]
+    fwd = autocast()
+    fwd.__enter__()
     with torch.no_grad():
         f_fake = G.teacher_features(teacher, G.augment(G.pick(pred.detach(), torch.randint(0, G.T, (B, K))), augs["df"]), ctx)
         f_real = G.teacher_features(teacher, G.augment(real, augs["dr"]), real_text)
@@ -156,14 +172,21 @@ for step in range(args.warmup + args.steps):
     a = torch.rand(B * K).view(-1, 1, 1)
     mix = [(a * r + (1 - a) * q).requires_grad_(True) for r, q in zip(f_real, f_fake)]
     grads = torch.autograd.grad(disc(mix, ctx.mean(1)).sum(), mix, create_graph=True)
-    gp = ((torch.sqrt(sum(x.pow(2).flatten(1).sum(1) for x in grads)) - 1) ** 2).mean()
+    gp = ((torch.sqrt(sum(x.float().pow(2).flatten(1).sum(1) for x in grads)) - 1) ** 2).mean()
+    fwd.__exit__(None, None, None)
     (hinge + 1e-5 * gp).backward()
     opt_d.step()
     opt_d.zero_grad(set_to_none=False)
     with torch.no_grad():
         for pt, po in zip(head_target.parameters(), head.parameters()):
             pt.mul_(0.95).add_(po, alpha=0.05)
+    (l_cd + hinge).item()  # the step is done when its losses are known (ours logs them every step)
     if step >= args.warmup:
         times.append(time.perf_counter() - t0)
-print(json.dumps({"median_s": statistics.median(times), "steps": len(times), "batch": B, "threads": args.threads,
-                  "lora_params": sum(p.numel() for p in lora), "disc_params": sum(p.numel() for p in disc.parameters())}))
+res = {"median_s": statistics.median(times), "steps": len(times), "batch": B, "threads": args.threads,
+       "lora_params": sum(p.numel() for p in lora), "disc_params": sum(p.numel() for p in disc.parameters()),
+       "device": args.device, "precision": args.precision}
+if cuda:
+    res["allocated_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    res["reserved_peak_gib"] = torch.cuda.max_memory_reserved(dev) / 2**30
+print(json.dumps(res))

@@ -5,8 +5,8 @@ Rows (CPU, tiny teacher, fp32, 1 torch thread per rank, medians over steps after
   2. weak scaling 1 -> 2 ranks at the same per-rank batch: efficiency t1 / t2, and the share of
      the gradient all-reduce hidden behind backward (1 - exposed wait / all-reduce time).
   3. the HDF5 loader vs the same batches preloaded in memory (train.preload).
-GPU rows (ModelScope-size step, NCCL bandwidth) need a device; without one they are reported
-as missing. Writes bench/results/train_step.json."""
+The GPU rows (ModelScope-size step, bf16, peak memory, TFLOP/s) are bench/gpu_steps.sh's; the
+NCCL all-reduce bandwidth is printed by the dist.comm_CUDA test (NcclCommunicator.Bandwidth_CUDA). Writes bench/results/train_step.json."""
 import argparse
 import json
 import os
@@ -110,7 +110,7 @@ results["loader"] = {"hdf5_s": one["total"], "memory_s": pre["total"], "total_ra
                      "hdf5_data_wait_s": one["data"], "memory_data_wait_s": pre["data"],
                      "overhead": (one["data"] - pre["data"]) / pre["total"]}
 has_gpu = subprocess.run([PY, "-c", "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"]).returncode == 0
-results["gpu"] = "run on a GPU machine: not measured here" if has_gpu else "no GPU on this machine: ModelScope-size step and NCCL bandwidth not measured"
+results["gpu"] = "GPU rows: bench/gpu_steps.sh" if has_gpu else "no GPU on this machine: ModelScope-size rows by bench/gpu_steps.sh on a GPU"
 
 s, w, l = results["step"], results["weak_scaling"], results["loader"]
 print(f"| measure | ours | other side | ratio | target |")

@@ -11,6 +11,7 @@ void TeacherSection::visit(config::FieldVisitor& v) {
   v("sample_loss_weight_cap", sample_loss_weight_cap);
   v("zero_terminal_snr", zero_terminal_snr);
   v("channels", channels);
+  v("max_channels", max_channels);
   v("levels", levels);
   v("cross_attention_levels", cross_attention_levels);
   v("layers_per_block", layers_per_block);
@@ -32,6 +33,8 @@ void TeacherSection::validate(const config::Config&) const {
   require<ConfigError>(sample_loss_weight_cap >= 1, "teacher.sample_loss_weight_cap = ", sample_loss_weight_cap,
                        ": must be >= 1 (1 = plain x0 MSE)");
   config::require_positive(channels, "teacher.channels");
+  require<ConfigError>(max_channels == 0 || max_channels >= channels, "teacher.max_channels = ", max_channels,
+                       ": must be 0 (no cap) or at least teacher.channels (", channels, ")");
   require<ConfigError>(levels >= 1 && levels <= 4, "teacher.levels = ", levels, ": must be in 1..4");
   require<ConfigError>(cross_attention_levels >= 0 && cross_attention_levels <= levels, "teacher.cross_attention_levels = ",
                        cross_attention_levels, ": must be in 0..teacher.levels (", levels, ")");

@@ -32,6 +32,7 @@ struct TeacherSection {
   /// error 0.10 on noised training clips, 0.52 from pure noise). Written to teacher/scheduler/.
   bool zero_terminal_snr = true;
   int64_t channels = 32;           ///< UNet width of the first level (doubles per level)
+  int64_t max_channels = 0;        ///< cap on a level's width (0 = none; ModelScope: 320 doubling, capped at 1280)
   int64_t levels = 2;              ///< UNet resolution levels
   int64_t cross_attention_levels = 2;  ///< the first N levels have text cross-attention (ModelScope: 3 of 4)
   int64_t layers_per_block = 1;    ///< ResNet layers per level

@@ -1,5 +1,7 @@
 #include "pipeline/teacher_model.hpp"
 
+#include <algorithm>
+
 #include "core/rng.hpp"
 #include "diffusion/noise.hpp"
 
@@ -14,7 +16,8 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
   for (int64_t i = 0; i < t.levels; ++i) {
     const bool attn = i < t.cross_attention_levels;
     c.down_block_types.push_back(attn ? "CrossAttnDownBlock3D" : "DownBlock3D");
-    c.block_out_channels.push_back(t.channels << i);
+    const int64_t width = t.channels << i;
+    c.block_out_channels.push_back(t.max_channels > 0 ? std::min(width, t.max_channels) : width);
   }
   for (int64_t i = t.levels - 1; i >= 0; --i)
     c.up_block_types.push_back(i < t.cross_attention_levels ? "CrossAttnUpBlock3D" : "UpBlock3D");

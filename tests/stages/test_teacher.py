@@ -209,11 +209,20 @@ class TeacherEngine(unittest.TestCase):
         self.assertIn("written by 1 rank(s)", p.stderr)
         self.assertIn("resume with 1 rank(s)", p.stderr)
 
+    def test_max_channels_caps_the_level_widths(self):
+        # ModelScope's widths (320, 640, 1280, 1280) are a doubling capped at 1280; the config says so.
+        run = self.fresh("capped")
+        teacher(run, ["teacher.steps=1", "teacher.levels=3", "teacher.cross_attention_levels=1",
+                      "teacher.max_channels=64"])
+        with open(os.path.join(run, "teacher", "unet", "config.json")) as f:
+            self.assertEqual(json.load(f)["block_out_channels"], [32, 64, 64])
+
     def test_config_errors(self):
         run = self.fresh("errors")
         for sets, msg in [(["teacher.batch=6", "teacher.micro_batch=4"], "teacher.batch = 6 is not a multiple"),
                           (["train.precision=fp8"], "train.precision"),
                           (["teacher.channels=30"], "teacher.channels = 30"),
+                          (["teacher.max_channels=16"], "teacher.max_channels = 16: must be 0 (no cap) or at least"),
                           (["teacher.lr=0"], "teacher.lr"),
                           (["teacher.eval_eta=1.5"], "teacher.eval_eta = 1.5: must be in [0, 1]"),
                           (["teacher.prediction=epsilon"], 'needs teacher.prediction = "v_prediction" or "sample"'),
