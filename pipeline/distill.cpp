@@ -34,49 +34,6 @@ namespace stdfs = std::filesystem;
 constexpr const char* kDistillCodeVersion = "2";  // 2: the frame discriminator
 MCM_CONFIG_SECTION(DistillSection);
 
-// The teacher a distillation starts from, and how it was trained to be sampled.
-struct TeacherSource {
-  stdfs::path unet;                       ///< diffusers unet/ folder
-  std::string checksum;                   ///< folder_checksum(unet)
-  diffusion::ScheduleOptions schedule;    ///< from scheduler/scheduler_config.json beside unet/
-  diffusion::Prediction prediction = diffusion::Prediction::epsilon;
-  std::string prediction_name = "epsilon";
-};
-
-// models.teacher.path, or the embedded teacher that `mcm teacher` wrote. The schedule comes from
-// the scheduler/ folder beside unet/ (diffusers' layout: ModelScope's and ours); without one,
-// ModelScope's defaults (scaled_linear 0.00085..0.012 over 1000 steps, epsilon).
-TeacherSource find_teacher(const config::Config& cfg) {
-  TeacherSource t;
-  const bool embedded = cfg.models.teacher.path.empty();
-  t.unet = embedded ? stdfs::path(cfg.run.dir) / "teacher" / "unet" : stdfs::path(cfg.models.teacher.path);
-  require<IoError>(stdfs::is_regular_file(t.unet / "config.json"), "distill: no teacher at ", t.unet,
-                   embedded ? " (models.teacher.path is empty, so the embedded teacher is used): run `mcm teacher` first"
-                            : " (models.teacher.path): expected a diffusers unet/ folder with config.json");
-  t.checksum = models::folder_checksum(t.unet);
-  const stdfs::path sched = t.unet.parent_path() / "scheduler" / "scheduler_config.json";
-  if (stdfs::is_regular_file(sched)) {
-    json j;
-    try {
-      j = json::parse(fs::read_text(sched));
-      t.schedule.num_train_timesteps = j.value("num_train_timesteps", t.schedule.num_train_timesteps);
-      t.schedule.beta_start = j.value("beta_start", t.schedule.beta_start);
-      t.schedule.beta_end = j.value("beta_end", t.schedule.beta_end);
-      t.schedule.beta_schedule = j.value("beta_schedule", t.schedule.beta_schedule);
-      t.schedule.rescale_zero_terminal_snr = j.value("rescale_betas_zero_snr", false);
-      t.prediction_name = j.value("prediction_type", std::string("epsilon"));
-    } catch (const json::exception& e) {
-      throw DataError(cat("distill: teacher scheduler ", sched, ": ", e.what()));
-    }
-    t.prediction = diffusion::parse_prediction(t.prediction_name);
-    require<DataError>(t.schedule.beta_schedule == "scaled_linear" || t.schedule.beta_schedule == "linear", "distill: ",
-                       sched, ": beta_schedule \"", t.schedule.beta_schedule, "\" is not supported (linear, scaled_linear)");
-  } else {
-    log::warn("distill: no ", sched.string(), ": assuming ModelScope's schedule (scaled_linear, epsilon prediction)");
-  }
-  return t;
-}
-
 // diffusers' LCMScheduler settings for the student: the teacher's schedule, MCM's timestep scaling.
 json student_scheduler_config(const TeacherSource& t, const DistillSection& d) {
   return {{"_class_name", "LCMScheduler"},
@@ -111,7 +68,7 @@ train::NamedTensors named(torch::nn::Module& m, const std::string& prefix, bool 
 int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   const auto& dc = cfg.section<DistillSection>();
   const auto& engine = cfg.section<train::TrainSection>();
-  const stdfs::path run_dir = cfg.run.dir, out = run_dir / "distill", student_dir = out / "student";
+  const stdfs::path run_dir = cfg.run.dir, out = run_dir / dc.out, student_dir = out / "student";
   torch::set_num_threads(resolve_threads(cfg, ctx));
   const torch::Device device = rank_device(ctx);
   const auto seed = static_cast<uint64_t>(cfg.run.seed);
@@ -134,7 +91,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
                        shape_str(info.text), " (distill.disc_real = \"images\"); prep both with the same settings, or set "
                        "distill.disc_real = \"clip\"");
   }
-  const TeacherSource teacher_src = find_teacher(cfg);
+  const TeacherSource teacher_src = find_teacher(cfg, "distill");
   const bool dino = adversarial && dc.disc_backbone == "dinov2";
   std::string dino_checksum;
   if (dino) {

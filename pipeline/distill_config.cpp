@@ -35,6 +35,7 @@ void DistillSection::visit(config::FieldVisitor& v) {
   v("gp_raise", gp_raise);
   v("gp_threshold", gp_threshold);
   v("gp_raise_every", gp_raise_every);
+  v("out", out);
   v("eval_prompts", eval_prompts);
   v("eval_guidance", eval_guidance);
 }
@@ -81,6 +82,9 @@ void DistillSection::validate(const config::Config&) const {
   require<ConfigError>(gp_weight >= 0 && gp_raise >= 1 && gp_threshold > 0 && gp_raise_every >= 1,
                        "distill.gp_weight / gp_raise / gp_threshold / gp_raise_every = ", gp_weight, " / ", gp_raise, " / ",
                        gp_threshold, " / ", gp_raise_every, ": need >= 0, >= 1, > 0, >= 1");
+  require<ConfigError>(!out.empty() && out.find('/') == std::string::npos && out != "." && out != ".." &&
+                           out != "teacher" && out != "prep" && out != "data" && out != "synth",
+                       "distill.out = \"", out, "\": must be a folder name under run.dir, not a path or another stage's folder");
   require<ConfigError>(eval_prompts >= 0, "distill.eval_prompts = ", eval_prompts, ": must be >= 0");
   require<ConfigError>(eval_guidance >= 1, "distill.eval_guidance = ", eval_guidance, ": must be >= 1 (1 = no guidance)");
 }

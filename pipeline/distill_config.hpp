@@ -60,6 +60,9 @@ struct DistillSection {
   /// Held-out prompts on which the student's 1/2/4/8-step LCM samples and the teacher's
   /// same-step guided DDIM samples are scored for caption fidelity (distill/fidelity.json; the
   /// synthetic world's word encoder only; 0 = skip). Evaluation keys do not shape training.
+  /// Output folder under run.dir: a second distillation in the same run (the LCM baseline:
+  /// motion = "raw", disc_weight = 0) writes beside MCM's with out = "distill_lcm".
+  std::string out = "distill";
   int64_t eval_prompts = 0;
   double eval_guidance = 3.0;      ///< classifier-free guidance of the teacher's DDIM baseline
 

@@ -14,4 +14,8 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx);
 /// distill/student/{unet,lora,scheduler}.
 int run_distill(const config::Config& cfg, const dist::DistContext& ctx);
 
+/// Samples of the teacher, the student and the baseline for every configured method and step
+/// count from the same noise: sample/<method>_<n>step.h5 and previews.
+int run_sample(const config::Config& cfg, const dist::DistContext& ctx);
+
 }  // namespace mcm::stages

@@ -57,8 +57,22 @@ torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& s
   return x;
 }
 
-namespace {
-// [N, C, T, H, W] latents -> per clip [T, 3, H', W'] pixels in [-1, 1] (CPU float32).
+torch::Tensor sample_dpm_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+                             const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
+                             const diffusion::DpmSolverOptions& dpm) {
+  torch::NoGradGuard no_grad;
+  diffusion::DpmSolverSampler sampler(schedule, dpm);
+  const int64_t n = x.size(0);
+  auto ctx = torch::cat({cond, uncond.expand({n, uncond.size(1), uncond.size(2)})}, 0);
+  const auto& ts = sampler.set_timesteps(steps);
+  for (size_t k = 0; k < ts.size(); ++k) {
+    auto t = torch::full({2 * n}, ts[k], torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+    auto parts = unet->forward(torch::cat({x, x}, 0), t, ctx).to(torch::kFloat32).chunk(2, 0);
+    x = sampler.step(parts[1] + guidance * (parts[0] - parts[1]), k, x).prev_sample;
+  }
+  return x;
+}
+
 std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torch::Tensor& latents) {
   torch::NoGradGuard no_grad;
   const int64_t n = latents.size(0), c = latents.size(1), t = latents.size(2), h = latents.size(3), w = latents.size(4);
@@ -69,7 +83,6 @@ std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torc
   for (int64_t i = 0; i < n; ++i) out.push_back(clips[i].contiguous());
   return out;
 }
-}  // namespace
 
 json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, models::TextEncoder& text,
                     const std::vector<std::string>& prompts, uint64_t seed, const std::vector<int64_t>& latent_shape,

@@ -43,6 +43,13 @@ torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedu
                               const diffusion::DdimOptions& ddim,
                               const StepNoise& step_noise = {});
 
+/// DPM-Solver++(2M) with classifier-free guidance from noise x_T, the guidance on the model output
+/// as in sample_ddim_cfg; deterministic (no step noise).
+torch::Tensor sample_dpm_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+                             const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
+                             const diffusion::DpmSolverOptions& dpm);
+/// Latents [N, C, T, H, W] -> per clip [T, 3, H', W'] pixels in [-1, 1] (CPU float32).
+std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torch::Tensor& latents);
 /// LCM multistep sampling of a consistency student (MCM.md "Sampling the student": no guidance,
 /// re-noised with step_noise(k) between steps) over `steps` timesteps of lcm's distillation grid.
 torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,

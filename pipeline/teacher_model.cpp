@@ -2,7 +2,11 @@
 
 #include <algorithm>
 
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
 #include "core/rng.hpp"
+#include "models/weights.hpp"
 #include "diffusion/noise.hpp"
 
 namespace mcm::stages {
@@ -107,6 +111,37 @@ nlohmann::json teacher_scheduler_config(const TeacherSection& t) {
           {"rescale_betas_zero_snr", s.rescale_zero_terminal_snr}, {"clip_sample", false},
           {"set_alpha_to_one", d.set_alpha_to_one}, {"steps_offset", d.steps_offset},
           {"timestep_spacing", d.timestep_spacing}};
+}
+
+TeacherSource find_teacher(const config::Config& cfg, const std::string& stage) {
+  TeacherSource t;
+  const bool embedded = cfg.models.teacher.path.empty();
+  t.unet = embedded ? std::filesystem::path(cfg.run.dir) / "teacher" / "unet" : std::filesystem::path(cfg.models.teacher.path);
+  require<IoError>(std::filesystem::is_regular_file(t.unet / "config.json"), stage, ": no teacher at ", t.unet,
+                   embedded ? " (models.teacher.path is empty, so the embedded teacher is used): run `mcm teacher` first"
+                            : " (models.teacher.path): expected a diffusers unet/ folder with config.json");
+  t.checksum = models::folder_checksum(t.unet);
+  const std::filesystem::path sched = t.unet.parent_path() / "scheduler" / "scheduler_config.json";
+  if (std::filesystem::is_regular_file(sched)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(fs::read_text(sched));
+      t.schedule.num_train_timesteps = j.value("num_train_timesteps", t.schedule.num_train_timesteps);
+      t.schedule.beta_start = j.value("beta_start", t.schedule.beta_start);
+      t.schedule.beta_end = j.value("beta_end", t.schedule.beta_end);
+      t.schedule.beta_schedule = j.value("beta_schedule", t.schedule.beta_schedule);
+      t.schedule.rescale_zero_terminal_snr = j.value("rescale_betas_zero_snr", false);
+      t.prediction_name = j.value("prediction_type", std::string("epsilon"));
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError(cat(stage, ": teacher scheduler ", sched, ": ", e.what()));
+    }
+    t.prediction = diffusion::parse_prediction(t.prediction_name);
+    require<DataError>(t.schedule.beta_schedule == "scaled_linear" || t.schedule.beta_schedule == "linear", stage, ": ",
+                       sched, ": beta_schedule \"", t.schedule.beta_schedule, "\" is not supported (linear, scaled_linear)");
+  } else {
+    log::warn(stage, ": no ", sched.string(), ": assuming ModelScope's schedule (scaled_linear, epsilon prediction)");
+  }
+  return t;
 }
 
 }  // namespace mcm::stages

@@ -35,4 +35,18 @@ diffusion::DdimOptions teacher_ddim(const TeacherSection& t);
 /// The same as diffusers' DDIMScheduler scheduler_config.json.
 nlohmann::json teacher_scheduler_config(const TeacherSection& t);
 
+/// The teacher the later stages use, and how it was trained to be sampled.
+struct TeacherSource {
+  std::filesystem::path unet;             ///< diffusers unet/ folder
+  std::string checksum;                   ///< folder_checksum(unet)
+  diffusion::ScheduleOptions schedule;    ///< from scheduler/scheduler_config.json beside unet/
+  diffusion::Prediction prediction = diffusion::Prediction::epsilon;
+  std::string prediction_name = "epsilon";
+};
+/// models.teacher.path, or the embedded teacher that `mcm teacher` wrote. The schedule comes from
+/// the scheduler/ folder beside unet/ (diffusers' layout: ModelScope's and ours); without one,
+/// ModelScope's defaults (scaled_linear 0.00085..0.012 over 1000 steps, epsilon). `stage` names
+/// the caller in errors.
+TeacherSource find_teacher(const config::Config& cfg, const std::string& stage);
+
 }  // namespace mcm::stages

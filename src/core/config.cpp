@@ -48,6 +48,7 @@ class Prefixed final : public FieldVisitor {
   void operator()(const std::string& k, double& v) override { inner_(prefix_ + k, v); }
   void operator()(const std::string& k, bool& v) override { inner_(prefix_ + k, v); }
   void operator()(const std::string& k, std::vector<std::string>& v) override { inner_(prefix_ + k, v); }
+  void operator()(const std::string& k, std::vector<int64_t>& v) override { inner_(prefix_ + k, v); }
 
  private:
   FieldVisitor& inner_;
@@ -149,6 +150,16 @@ struct Reader final : FieldVisitor {
       }
     }
   }
+  void operator()(const std::string& key, std::vector<int64_t>& out) override {
+    if (auto* n = find(key)) {
+      if (!n->is_array()) bad(*n, key, "array of integers");
+      out.clear();
+      for (auto& e : *n->as_array()) {
+        if (!e.is_integer()) bad(e, key, "array of integers");
+        out.push_back(e.as_integer()->get());
+      }
+    }
+  }
 };
 
 struct JsonWriter final : FieldVisitor {
@@ -159,6 +170,7 @@ struct JsonWriter final : FieldVisitor {
   void operator()(const std::string& k, double& v) override { put(k, v); }
   void operator()(const std::string& k, bool& v) override { put(k, v); }
   void operator()(const std::string& k, std::vector<std::string>& v) override { put(k, v); }
+  void operator()(const std::string& k, std::vector<int64_t>& v) override { put(k, v); }
   template <class T>
   void put(const std::string& key, const T& value) {
     nlohmann::json* cur = &root;
@@ -297,7 +309,10 @@ toml::table json_to_toml(const nlohmann::json& j) {
     else if (v.is_number()) t.insert(k, v.get<double>());
     else if (v.is_array()) {
       toml::array a;
-      for (auto& e : v) a.push_back(e.get<std::string>());
+      for (auto& e : v) {
+        if (e.is_number_integer()) a.push_back(e.get<int64_t>());
+        else a.push_back(e.get<std::string>());
+      }
       t.insert(k, std::move(a));
     }
   }

@@ -62,6 +62,7 @@ class FieldVisitor {
   virtual void operator()(const std::string& key, double& v) = 0;
   virtual void operator()(const std::string& key, bool& v) = 0;
   virtual void operator()(const std::string& key, std::vector<std::string>& v) = 0;
+  virtual void operator()(const std::string& key, std::vector<int64_t>& v) = 0;
 };
 
 struct Config;

@@ -129,7 +129,10 @@ const std::vector<int64_t>& DpmSolverSampler::set_timesteps(int64_t steps) {
   } else {
     throw ConfigError(cat("timestep_spacing \"", opt_.timestep_spacing, "\": expected leading, trailing or linspace"));
   }
-  auto ac = schedule_.alphas_cumprod();
+  auto ac = schedule_.alphas_cumprod().clone();
+  // A zero-terminal-SNR schedule has abar_{T-1} = 0, an infinite sigma: diffusers sets it to
+  // 2^-24 in DPMSolverMultistepScheduler (rescale_betas_zero_snr), and so do we.
+  if (ac[-1].item<float>() == 0.0f) ac[-1] = std::ldexp(1.0f, -24);
   auto all = ((1 - ac) / ac).pow(0.5);  // float32, as diffusers computes sigmas before indexing
   sigmas_.clear();
   for (auto t : timesteps_) sigmas_.push_back(all[t].clone());

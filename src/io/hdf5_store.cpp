@@ -199,6 +199,60 @@ std::vector<hsize_t> row_shape(hid_t file, const char* name, const std::filesyst
   return std::vector<hsize_t>(dims.begin() + 1, dims.end());
 }
 
+std::string string_at_in(hid_t file, const std::filesystem::path& path_, const std::string& name, hsize_t i) {
+  H5Id d(h5_check(H5Dopen2(file, name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
+  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", path_)));
+  require<IoError>(H5Sget_simple_extent_ndims(fs.get()) == 1, "dataset \"", name, "\" in ", path_, ": not a column");
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(fs.get(), &n, nullptr);
+  require<IoError>(i < n, "read \"", name, "\" row ", i, " of ", n, " in ", path_);
+  hsize_t start = i, one = 1;
+  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, &start, nullptr, &one, nullptr), "select");
+  H5Id ms(h5_check(H5Screate_simple(1, &one, nullptr), "mem space"));
+  H5Id t(utf8_type());
+  char* raw = nullptr;
+  h5_check(H5Dread(d.get(), t.get(), ms.get(), fs.get(), H5P_DEFAULT, &raw), cat("read \"", name, "\" row ", i, " in ", path_));
+  std::string out = raw ? raw : "";
+  H5Dvlen_reclaim(t.get(), ms.get(), H5P_DEFAULT, &raw);
+  return out;
+}
+
+AttrValue attr_in(hid_t file, const std::filesystem::path& path_, const std::string& name) {
+  H5Id a(h5_check(H5Aopen(file, name.c_str(), H5P_DEFAULT), cat("open attribute \"", name, "\" in ", path_)));
+  H5Id t(H5Aget_type(a.get()));
+  switch (H5Tget_class(t.get())) {
+    case H5T_INTEGER: { int64_t v; h5_check(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "read attr"); return v; }
+    case H5T_FLOAT: { double v; h5_check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), "read attr"); return v; }
+    default: {
+      H5Id st(utf8_type());
+      char* s = nullptr;
+      h5_check(H5Aread(a.get(), st.get(), &s), cat("read attribute \"", name, "\" in ", path_));
+      std::string out = s ? s : "";
+      H5free_memory(s);
+      return out;
+    }
+  }
+}
+
+// Row i of dataset `name` read as `mem` into out (count elements, checked against the row size).
+void read_row_into(hid_t file, const char* name, hsize_t i, hid_t mem, void* out, size_t count, const std::filesystem::path& p) {
+  H5Id d(h5_check(H5Dopen2(file, name, H5P_DEFAULT), cat("open dataset \"", name, "\" in ", p)));
+  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", p)));
+  int r = H5Sget_simple_extent_ndims(fs.get());
+  require<IoError>(r >= 1 && r <= 8, "dataset \"", name, "\" in ", p, ": unexpected rank ", r);
+  std::vector<hsize_t> dims(r), start(r, 0);
+  H5Sget_simple_extent_dims(fs.get(), dims.data(), nullptr);
+  require<IoError>(i < dims[0], "read \"", name, "\" row ", i, " of ", dims[0], " in ", p);
+  size_t row = 1;
+  for (int k = 1; k < r; ++k) row *= dims[k];
+  require<IoError>(row == count, "read \"", name, "\" row ", i, " in ", p, ": a row holds ", row, " values, the buffer ", count);
+  start[0] = i;
+  dims[0] = 1;
+  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "select");
+  H5Id ms(h5_check(H5Screate_simple(r, dims.data(), nullptr), "mem space"));
+  h5_check(H5Dread(d.get(), mem, ms.get(), fs.get(), H5P_DEFAULT, out), cat("read \"", name, "\" row ", i, " in ", p));
+}
+
 std::vector<uint16_t> read_row(hid_t file, const char* name, hsize_t i, const std::filesystem::path& p) {
   H5Id d(h5_check(H5Dopen2(file, name, H5P_DEFAULT), cat("open dataset \"", name, "\" in ", p)));
   H5Id fs(H5Dget_space(d.get()));
@@ -239,59 +293,104 @@ std::vector<std::string> LatentShardReader::strings(const std::string& name) con
 }
 
 void LatentShardReader::read_half_row(const std::string& name, hsize_t i, uint16_t* out, size_t count) const {
-  H5Id d(h5_check(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
-  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", path_)));
-  int r = H5Sget_simple_extent_ndims(fs.get());
-  require<IoError>(r >= 1 && r <= 8, "dataset \"", name, "\" in ", path_, ": unexpected rank ", r);
-  std::vector<hsize_t> dims(r), start(r, 0);
-  H5Sget_simple_extent_dims(fs.get(), dims.data(), nullptr);
-  require<IoError>(i < dims[0], "read \"", name, "\" row ", i, " of ", dims[0], " in ", path_);
-  size_t row = 1;
-  for (int k = 1; k < r; ++k) row *= dims[k];
-  require<IoError>(row == count, "read \"", name, "\" row ", i, " in ", path_, ": a row holds ", row,
-                   " values, the buffer ", count);
-  start[0] = i;
-  dims[0] = 1;
-  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "select");
-  H5Id ms(h5_check(H5Screate_simple(r, dims.data(), nullptr), "mem space"));
   H5Id half(half_type());
-  h5_check(H5Dread(d.get(), half.get(), ms.get(), fs.get(), H5P_DEFAULT, out),
-           cat("read \"", name, "\" row ", i, " in ", path_));
+  read_row_into(file_.get(), name.c_str(), i, half.get(), out, count, path_);
 }
 
 std::string LatentShardReader::string_at(const std::string& name, hsize_t i) const {
-  H5Id d(h5_check(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT), cat("open dataset \"", name, "\" in ", path_)));
-  H5Id fs(h5_check(H5Dget_space(d.get()), cat("dataspace of \"", name, "\" in ", path_)));
-  require<IoError>(H5Sget_simple_extent_ndims(fs.get()) == 1, "dataset \"", name, "\" in ", path_, ": not a column");
-  hsize_t n = 0;
-  H5Sget_simple_extent_dims(fs.get(), &n, nullptr);
-  require<IoError>(i < n, "read \"", name, "\" row ", i, " of ", n, " in ", path_);
-  hsize_t start = i, one = 1;
-  h5_check(H5Sselect_hyperslab(fs.get(), H5S_SELECT_SET, &start, nullptr, &one, nullptr), "select");
-  H5Id ms(h5_check(H5Screate_simple(1, &one, nullptr), "mem space"));
-  H5Id t(utf8_type());
-  char* raw = nullptr;
-  h5_check(H5Dread(d.get(), t.get(), ms.get(), fs.get(), H5P_DEFAULT, &raw), cat("read \"", name, "\" row ", i, " in ", path_));
-  std::string out = raw ? raw : "";
-  H5Dvlen_reclaim(t.get(), ms.get(), H5P_DEFAULT, &raw);
+  return string_at_in(file_.get(), path_, name, i);
+}
+
+AttrValue LatentShardReader::attr(const std::string& name) const { return attr_in(file_.get(), path_, name); }
+
+VideoSampleWriter::VideoSampleWriter(std::filesystem::path path, hsize_t frames, hsize_t height, hsize_t width)
+    : path_(std::move(path)) {
+  silence_hdf5();
+  tmp_ = path_;
+  tmp_ += cat(".", ::getpid(), ".tmp");
+  const std::string where = tmp_.string();
+  file_ = H5Id(h5_check(H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), cat("create ", where)));
+  try {
+    H5Id str(utf8_type());
+    videos_ = make_dataset(file_.get(), "videos", H5T_STD_U8LE, {frames, height, width, 3}, 1, where);
+    prompt_ = make_dataset(file_.get(), "prompt", str.get(), {}, 256, where);
+    index_ = make_dataset(file_.get(), "prompt_index", H5T_STD_I64LE, {}, 256, where);
+    seed_ = make_dataset(file_.get(), "seed", H5T_STD_I64LE, {}, 256, where);
+  } catch (...) {
+    close_all();
+    std::remove(tmp_.c_str());
+    throw;
+  }
+}
+
+void VideoSampleWriter::append(const uint8_t* video, const std::string& prompt, int64_t prompt_index, int64_t seed) {
+  require<IoError>(!finished_, "append to finished sample file ", path_);
+  const std::string where = tmp_.string();
+  H5Id str(utf8_type());
+  append_row(videos_.get(), H5T_NATIVE_UINT8, video, n_, where, "videos");
+  const char* p = prompt.c_str();
+  append_row(prompt_.get(), str.get(), &p, n_, where, "prompt");
+  append_row(index_.get(), H5T_NATIVE_INT64, &prompt_index, n_, where, "prompt_index");
+  append_row(seed_.get(), H5T_NATIVE_INT64, &seed, n_, where, "seed");
+  ++n_;
+}
+
+void VideoSampleWriter::close_all() noexcept {
+  videos_.reset(); prompt_.reset(); index_.reset(); seed_.reset(); file_.reset();
+}
+
+void VideoSampleWriter::finish() {
+  require<IoError>(!finished_, "sample file ", path_, ": finish called twice");
+  for (auto& [name, v] : attrs_) write_attr(file_.get(), name, v, tmp_.string());
+  write_attr(file_.get(), "num_samples", static_cast<int64_t>(n_), tmp_.string());
+  h5_check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), cat("flush ", tmp_));
+  close_all();
+  fs::commit_rename(tmp_, path_);
+  finished_ = true;
+}
+
+VideoSampleWriter::~VideoSampleWriter() {
+  if (finished_) return;
+  close_all();
+  std::remove(tmp_.c_str());
+}
+
+VideoSampleReader::VideoSampleReader(const std::filesystem::path& path) : path_(path) {
+  silence_hdf5();
+  file_ = H5Id(h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), cat("open ", path)));
+  const auto shape = row_shape(file_.get(), "videos", path_);
+  require<IoError>(shape.size() == 4 && shape[3] == 3, "dataset \"videos\" in ", path_, ": expected [N, T, H, W, 3]");
+  H5Id d(h5_check(H5Dopen2(file_.get(), "videos", H5P_DEFAULT), cat("open dataset \"videos\" in ", path_)));
+  H5Id space(H5Dget_space(d.get()));
+  hsize_t dims[5] = {};
+  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  n_ = dims[0];
+}
+
+std::vector<hsize_t> VideoSampleReader::video_shape() const { return row_shape(file_.get(), "videos", path_); }
+
+std::vector<uint8_t> VideoSampleReader::video(hsize_t i) const {
+  size_t count = 1;
+  for (auto d : video_shape()) count *= d;
+  std::vector<uint8_t> out(count);
+  read_row_into(file_.get(), "videos", i, H5T_NATIVE_UINT8, out.data(), count, path_);
   return out;
 }
 
-AttrValue LatentShardReader::attr(const std::string& name) const {
-  H5Id a(h5_check(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), cat("open attribute \"", name, "\" in ", path_)));
-  H5Id t(H5Aget_type(a.get()));
-  switch (H5Tget_class(t.get())) {
-    case H5T_INTEGER: { int64_t v; h5_check(H5Aread(a.get(), H5T_NATIVE_INT64, &v), "read attr"); return v; }
-    case H5T_FLOAT: { double v; h5_check(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), "read attr"); return v; }
-    default: {
-      H5Id st(utf8_type());
-      char* s = nullptr;
-      h5_check(H5Aread(a.get(), st.get(), &s), cat("read attribute \"", name, "\" in ", path_));
-      std::string out = s ? s : "";
-      H5free_memory(s);
-      return out;
-    }
-  }
+std::string VideoSampleReader::prompt(hsize_t i) const { return string_at_in(file_.get(), path_, "prompt", i); }
+
+int64_t VideoSampleReader::prompt_index(hsize_t i) const {
+  int64_t v = 0;
+  read_row_into(file_.get(), "prompt_index", i, H5T_NATIVE_INT64, &v, 1, path_);
+  return v;
 }
+
+int64_t VideoSampleReader::seed(hsize_t i) const {
+  int64_t v = 0;
+  read_row_into(file_.get(), "seed", i, H5T_NATIVE_INT64, &v, 1, path_);
+  return v;
+}
+
+AttrValue VideoSampleReader::attr(const std::string& name) const { return attr_in(file_.get(), path_, name); }
 
 }  // namespace mcm::io

@@ -96,4 +96,46 @@ class LatentShardReader {
   hsize_t n_ = 0;
 };
 
+/// Decoded samples of `mcm sample` (README "mcm sample"): videos [N, T, H, W, 3] uint8 RGB, one
+/// chunk per sample; prompt (UTF-8), prompt_index and seed (int64: which of the prompt's seeds).
+/// Written to path.tmp and committed by rename on finish(); readable by h5py as is.
+class VideoSampleWriter {
+ public:
+  VideoSampleWriter(std::filesystem::path path, hsize_t frames, hsize_t height, hsize_t width);
+  ~VideoSampleWriter();
+  VideoSampleWriter(const VideoSampleWriter&) = delete;
+  VideoSampleWriter& operator=(const VideoSampleWriter&) = delete;
+  /// video: frames x height x width x 3 bytes.
+  void append(const uint8_t* video, const std::string& prompt, int64_t prompt_index, int64_t seed);
+  void set_attr(const std::string& name, AttrValue value) { attrs_[name] = std::move(value); }
+  void finish();
+  hsize_t size() const { return n_; }
+
+ private:
+  void close_all() noexcept;
+  std::filesystem::path path_, tmp_;
+  H5Id file_, videos_, prompt_, index_, seed_;
+  std::map<std::string, AttrValue> attrs_;
+  hsize_t n_ = 0;
+  bool finished_ = false;
+};
+
+/// Reads a VideoSampleWriter file row by row.
+class VideoSampleReader {
+ public:
+  explicit VideoSampleReader(const std::filesystem::path& path);
+  hsize_t size() const { return n_; }
+  std::vector<hsize_t> video_shape() const;  ///< {T, H, W, 3}
+  std::vector<uint8_t> video(hsize_t i) const;
+  std::string prompt(hsize_t i) const;
+  int64_t prompt_index(hsize_t i) const;
+  int64_t seed(hsize_t i) const;
+  AttrValue attr(const std::string& name) const;
+
+ private:
+  std::filesystem::path path_;
+  H5Id file_;
+  hsize_t n_ = 0;
+};
+
 }  // namespace mcm::io

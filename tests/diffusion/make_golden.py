@@ -97,6 +97,26 @@ for spacing, offset, steps, pred in [("linspace", 0, 20, "epsilon"), ("linspace"
     put(name + "/model_out", torch.stack(outs)); put(name + "/prev", torch.stack(prevs))
     cases.append({"kind": "dpm", "name": name, "spacing": spacing, "offset": offset, "steps": steps, "prediction": pred})
 
+# Zero terminal SNR (abar_999 = 0, which diffusers replaces by 2^-24 in this scheduler), from their
+# own generator so the cases above do not move.
+gz = torch.Generator().manual_seed(11)
+for steps, pred in [(4, "v_prediction"), (2, "sample")]:
+    name = f"dpm/trailing/0/{steps}/{pred}/zero_snr"
+    s = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                    timestep_spacing="trailing", prediction_type=pred, rescale_betas_zero_snr=True)
+    s.set_timesteps(steps)
+    x = torch.randn(SHAPE, generator=gz)
+    put(name + "/timesteps", s.timesteps.to(torch.int64))
+    put(name + "/x", x)
+    outs, prevs = [], []
+    for t in s.timesteps:
+        m = torch.randn(SHAPE, generator=gz)
+        x = s.step(m, t, x).prev_sample
+        outs.append(m); prevs.append(x)
+    put(name + "/model_out", torch.stack(outs)); put(name + "/prev", torch.stack(prevs))
+    cases.append({"kind": "dpm", "name": name, "spacing": "trailing", "offset": 0, "steps": steps, "prediction": pred,
+                  "zero_snr": True})
+
 # ---- Per-sample timesteps ("ps/"), from their own generator so the cases above do not move.
 gp = torch.Generator().manual_seed(7)
 B = 6

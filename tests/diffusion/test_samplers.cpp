@@ -102,7 +102,10 @@ TEST_F(Golden, DpmSolverPlusPlus2MTrajectories) {
     o.timestep_spacing = c["spacing"];
     o.steps_offset = c["offset"];
     o.prediction = parse_prediction(c["prediction"]);
-    DpmSolverSampler s(ns, o);
+    ScheduleOptions so;
+    so.rescale_zero_terminal_snr = c.value("zero_snr", false);
+    NoiseSchedule schedule(so);
+    DpmSolverSampler s(schedule, o);
     ASSERT_EQ(s.set_timesteps(c["steps"]), to_vec(get(name + "/timesteps"))) << name;
     auto x = get(name + "/x");
     auto outs = get(name + "/model_out"), prevs = get(name + "/prev");
@@ -114,7 +117,7 @@ TEST_F(Golden, DpmSolverPlusPlus2MTrajectories) {
       ASSERT_LE(e, 1e-6) << name << " step " << i;
     }
   }
-  EXPECT_EQ(checked, 6);
+  EXPECT_EQ(checked, 8);
   std::printf("DPM-Solver++(2M) worst per-step max abs error vs diffusers: %.3g\n", worst);
   DpmSolverSampler s(ns);
   s.set_timesteps(4);

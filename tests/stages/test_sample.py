@@ -1,0 +1,155 @@
+"""`mcm sample` as users run it, on a tiny teacher, an MCM student and an LCM baseline trained in
+the fixture: every (method, step count) writes an HDF5 file that h5py reads (uint8 videos, prompts,
+seeds) and previews that ffprobe reads; 1 and 2 ranks write the same bytes; every method starts
+from the same noise; a re-run reuses what is complete and resumes an interrupted run at the first
+missing file; a prompt file is read line by line, and its bad lines are refused with the line
+number. Run by ctest (stages.sample, label mpi)."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+
+from test_pipeline import MCM, MPIEXEC, TINY, latest, mcm, verify
+from test_teacher import FAST as TEACHER_FAST, SMALL
+
+DATA = ["synth.videos=12", "synth.images=0", "synth.image_shards=1", "prep.encode_images=false"]
+DISTILL = ["distill.lora_rank=4", "distill.lora_alpha=4", "distill.motion_hidden=8", "distill.motion_groups=4",
+           "distill.steps=4", "distill.batch=4", "distill.micro_batch=4", "distill.warmup_steps=1",
+           "distill.eval_prompts=0", "distill.disc_real=clip", "run.threads=1"]
+LCM = ["distill.out=distill_lcm", "distill.motion=raw", "distill.disc_weight=0"]
+SAMPLE = ["sample.count=5", "sample.seeds=2", "sample.steps=[1,2]", "sample.batch=3", "sample.previews=4",
+          "sample.methods=[\"teacher_ddim\",\"teacher_dpm\",\"student\",\"baseline\"]", "run.threads=1"]
+JOBS = ["teacher_ddim_1step", "teacher_ddim_2step", "teacher_dpm_1step", "teacher_dpm_2step", "student_1step",
+        "student_2step", "baseline_1step", "baseline_2step"]
+
+
+def sample(run_dir, sets=(), np_=1, check=True):
+    return mcm(["sample"], run_dir, SMALL + TEACHER_FAST + DATA + SAMPLE + list(sets), np_=np_, check=check)
+
+
+class Sample(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="mcm-sample-")
+        cls.base = os.path.join(cls.tmp, "base")
+        common = SMALL + TEACHER_FAST + DATA
+        mcm(["synth"], cls.base, common)
+        mcm(["prep"], cls.base, common)
+        mcm(["teacher"], cls.base, common + ["teacher.steps=10", "teacher.batch=4", "teacher.micro_batch=4"])
+        mcm(["distill"], cls.base, common + DISTILL)
+        mcm(["distill"], cls.base, common + DISTILL + LCM)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def fresh(self, name):
+        d = os.path.join(self.tmp, name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        for sub in ("prep", "data", "teacher", "distill", "distill_lcm", "synth"):
+            shutil.copytree(os.path.join(self.base, sub), os.path.join(d, sub),
+                            ignore=shutil.ignore_patterns("checkpoints", "heartbeat"))
+        return d
+
+    def test_every_method_one_and_two_ranks(self):
+        one, two = self.fresh("one"), self.fresh("two")
+        sample(one)
+        sample(two, np_=2)
+        for job in JOBS:
+            with h5py.File(os.path.join(one, "sample", f"{job}.h5"), "r") as a, \
+                    h5py.File(os.path.join(two, "sample", f"{job}.h5"), "r") as b:
+                v = a["videos"][:]
+                self.assertEqual(v.dtype, np.uint8, job)
+                self.assertEqual(v.shape, (10, 8, 16, 16, 3), job)  # 5 prompts x 2 seeds, tiny.toml's clip
+                self.assertEqual(list(a["seed"][:]), [0, 1] * 5, job)
+                self.assertEqual(list(a["prompt_index"][:]), [i // 2 for i in range(10)], job)
+                prompts = [p.decode() for p in a["prompt"][:]]
+                self.assertTrue(all(prompts[2 * i] == prompts[2 * i + 1] for i in range(5)), job)
+                self.assertEqual(a.attrs["steps"], int(job.split("_")[-1][:-4]), job)
+                # The same samples whatever the world size.
+                np.testing.assert_array_equal(v, b["videos"][:], err_msg=job)
+                self.assertEqual(prompts, [p.decode() for p in b["prompt"][:]], job)
+                self.assertGreater(v.std(), 1.0, job)  # not a constant frame
+            for ext, fmt in (("gif", "gif"), ("mp4", "mov,mp4,m4a,3gp,3g2,mj2")):
+                p = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=format_name:stream=width,height",
+                                    "-of", "json", os.path.join(one, "sample", "previews", f"{job}.{ext}")],
+                                   capture_output=True, text=True)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                info = json.loads(p.stdout)
+                self.assertEqual(info["format"]["format_name"], fmt)
+                self.assertEqual((info["streams"][0]["width"], info["streams"][0]["height"]), (256, 64), job)  # 4 x 16 px, x4
+        # Seed 0 and seed 1 of a prompt differ; the student and the baseline differ from the same noise.
+        with h5py.File(os.path.join(one, "sample", "student_2step.h5"), "r") as s, \
+                h5py.File(os.path.join(one, "sample", "baseline_2step.h5"), "r") as b:
+            self.assertFalse(np.array_equal(s["videos"][0], s["videos"][1]))
+            self.assertFalse(np.array_equal(s["videos"][:], b["videos"][:]))
+        rec = latest(one, "sample")
+        self.assertEqual(rec["status"], "complete")
+        self.assertEqual(rec["sampled"], len(JOBS))
+        self.assertEqual(verify(one).returncode, 0, verify(one).stdout)
+        with open(os.path.join(one, "sample", "samples.json")) as f:
+            self.assertEqual(sorted(json.load(f)), sorted(JOBS))
+
+    def test_rerun_reuses_and_resumes(self):
+        run = self.fresh("resume")
+        sample(run, ["sample.methods=[\"teacher_ddim\"]"])
+        first = os.path.getmtime(os.path.join(run, "sample", "teacher_ddim_1step.h5"))
+        # More methods: the finished one is reused, the others sampled.
+        p = sample(run, ["sample.methods=[\"teacher_ddim\",\"student\"]"])
+        self.assertIn("teacher_ddim_1step", p.stdout + p.stderr)
+        self.assertIn("reused", p.stdout + p.stderr)
+        self.assertEqual(os.path.getmtime(os.path.join(run, "sample", "teacher_ddim_1step.h5")), first)
+        rec = latest(run, "sample")
+        self.assertEqual((rec["reused"], rec["sampled"]), (2, 2))
+        # Killed mid-run: the files written so far are reused, the rest sampled.
+        os.remove(os.path.join(run, "sample", "student_2step.h5"))
+        p = sample(run, ["sample.methods=[\"teacher_ddim\",\"student\"]"])
+        rec = latest(run, "sample")
+        self.assertEqual((rec["reused"], rec["sampled"]), (3, 1))
+
+    def test_prompt_file(self):
+        run = self.fresh("file")
+        good = os.path.join(self.tmp, "prompts.txt")
+        with open(good, "w", encoding="utf-8") as f:
+            f.write("a red circle moves left slowly on a dark background\r\na blue square moves up quickly on a light background\n")
+        sample(run, [f"sample.prompts={json.dumps(good)}", "sample.methods=[\"student\"]", "sample.steps=[1]"])
+        with h5py.File(os.path.join(run, "sample", "student_1step.h5"), "r") as f:
+            self.assertEqual([p.decode() for p in f["prompt"][:]],
+                             ["a red circle moves left slowly on a dark background"] * 2 +
+                             ["a blue square moves up quickly on a light background"] * 2)
+        for name, content, msg in (("empty.txt", b"a red circle\n\na blue square\n", "line 2: empty prompt"),
+                                   ("latin1.txt", b"a red circle\na caf\xe9 square\n", "line 2: invalid UTF-8"),
+                                   ("none.txt", b"", "holds no prompts")):
+            path = os.path.join(self.tmp, name)
+            with open(path, "wb") as f:
+                f.write(content)
+            p = sample(run, [f"sample.prompts={json.dumps(path)}", "sample.methods=[\"student\"]"], check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(msg, p.stderr)
+            self.assertIn(name, p.stderr)
+
+    def test_bad_config_and_missing_models(self):
+        run = self.fresh("bad")
+        for sets, msg in ((["sample.methods=[\"teacher_ddpm\"]"], "sample.methods"),
+                          (["sample.steps=[0]"], "sample.steps holds 0"),
+                          (["sample.steps=[\"4\"]"], "expected array of integers"),
+                          (["sample.guidance=0.5"], "sample.guidance = 0.5"),
+                          (["sample.baseline=nowhere", "sample.methods=[\"baseline\"]"], "run `mcm distill` with distill.out = \"nowhere\""),
+                          ([f"sample.prompts={json.dumps(os.path.join(self.tmp, 'missing.txt'))}"], "missing.txt")):
+            p = sample(run, sets, check=False)
+            self.assertNotEqual(p.returncode, 0, sets)
+            self.assertIn(msg, p.stderr, sets)
+        shutil.rmtree(os.path.join(run, "teacher"))
+        p = sample(run, ["sample.methods=[\"teacher_dpm\"]"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("run `mcm teacher` first", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
