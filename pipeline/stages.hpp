@@ -18,4 +18,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx);
 /// count from the same noise: sample/<method>_<n>step.h5 and previews.
 int run_sample(const config::Config& cfg, const dist::DistContext& ctx);
 
+/// FVD (against prep's clips) and caption fidelity of every file `mcm sample` wrote: eval/metrics.json.
+int run_eval(const config::Config& cfg, const dist::DistContext& ctx);
+
 }  // namespace mcm::stages

@@ -1,13 +1,16 @@
-"""`mcm sample` as users run it, on a tiny teacher, an MCM student and an LCM baseline trained in
+"""`mcm sample` and `mcm eval` as users run them, on a tiny teacher, an MCM student and an LCM baseline trained in
 the fixture: every (method, step count) writes an HDF5 file that h5py reads (uint8 videos, prompts,
 seeds) and previews that ffprobe reads; 1 and 2 ranks write the same bytes; every method starts
 from the same noise; a re-run reuses what is complete and resumes an interrupted run at the first
 missing file; a prompt file is read line by line, and its bad lines are refused with the line
-number. Run by ctest (stages.sample, label mpi)."""
+number. `mcm eval` gives the same FVDs and caption-fidelity scores on 1 and 2 ranks, with the
+embedded detector (trained on the run's clips) or a TorchScript one with I3D's calling convention,
+and records its protocol. Run by ctest (stages.sample, label mpi)."""
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -149,6 +152,59 @@ class Sample(unittest.TestCase):
         p = sample(run, ["sample.methods=[\"teacher_dpm\"]"], check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("run `mcm teacher` first", p.stderr)
+
+
+    def test_eval_one_and_two_ranks_and_a_torchscript_detector(self):
+        run = self.fresh("eval")
+        sample(run, ["sample.methods=[\"teacher_ddim\",\"student\"]", "sample.steps=[1]"])
+        ev = ["eval.detector_steps=200", "eval.batch=4", "run.threads=1"]
+        mcm(["eval"], run, SMALL + DATA + ev)
+        with open(os.path.join(run, "eval", "metrics.json")) as f:
+            one = json.load(f)
+        mcm(["eval"], run, SMALL + DATA + ev, np_=2)
+        with open(os.path.join(run, "eval", "metrics.json")) as f:
+            two = json.load(f)
+        self.assertEqual(sorted(one["jobs"]), ["student_1step", "teacher_ddim_1step"])
+        for name, r in one["jobs"].items():
+            self.assertGreater(r["fvd"], 0, name)
+            self.assertAlmostEqual(r["fvd"], two["jobs"][name]["fvd"], delta=1e-6 * r["fvd"])
+            self.assertEqual(r["samples"], 10)
+            self.assertEqual(r["fidelity"]["clips"], 10)
+            self.assertEqual(r["fidelity"], two["jobs"][name]["fidelity"])
+            self.assertEqual(set(r["fidelity"]["p_value"]), {"colour", "shape", "direction", "all"})
+        p = one["protocol"]
+        self.assertEqual((p["frames"], p["height"], p["width"], p["features"]), (8, 16, 16, 16))
+        self.assertEqual(p["reference"]["clips"], 24)  # 12 videos x 2 windows
+        self.assertEqual(p["detector"]["kind"], "embedded synth-video-net")
+        self.assertEqual((p["world_size"], two["protocol"]["world_size"]), (1, 2))
+        self.assertEqual(p["detector"]["checksum"], two["protocol"]["detector"]["checksum"])  # the same training
+        self.assertEqual(verify(run).returncode, 0, verify(run).stdout)
+        # A TorchScript detector with StyleGAN-V's I3D signature takes the embedded one's place.
+        code = ("import sys, torch\n"
+                "class D(torch.nn.Module):\n"
+                "    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):\n"
+                "        y = x.float() / 255.0 * 2 - 1 if rescale else x.float()\n"
+                "        return torch.cat([y.mean(dim=(2, 3, 4)), y.std(dim=(2, 3, 4))], 1)\n"
+                "torch.jit.script(D()).save(sys.argv[1])\n")
+        det, script = os.path.join(self.tmp, "detector.pt"), os.path.join(self.tmp, "make_detector.py")
+        with open(script, "w") as f:
+            f.write(code)  # TorchScript compiles from source files
+        subprocess.run([sys.executable, script, det], check=True)
+        mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(det)}"])
+        with open(os.path.join(run, "eval", "metrics.json")) as f:
+            ts = json.load(f)
+        self.assertEqual(ts["protocol"]["detector"]["kind"], "torchscript")
+        self.assertEqual(ts["protocol"]["features"], 6)
+        self.assertTrue(all(r["fvd"] > 0 for r in ts["jobs"].values()))
+        # Bad input: no samples yet; a detector that is not TorchScript.
+        empty = self.fresh("eval-empty")
+        p = mcm(["eval"], empty, SMALL + DATA + ev, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("run `mcm sample` first", p.stderr)
+        p = mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(os.path.join(run, 'eval', 'metrics.json'))}"],
+                check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("not a TorchScript file", p.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+// [eval]: `mcm eval`, metrics of `mcm sample`'s files (Note [sections] in core/config.hpp).
+// Registered in eval.cpp.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/config.hpp"
+
+namespace mcm::stages {
+
+struct EvalSection {
+  static constexpr const char* kName = "eval";
+  /// FVD's video detector: a TorchScript file with StyleGAN-V's I3D calling convention
+  /// (i3d_torchscript.pt), or "" for the embedded detector trained on the run's own clips
+  /// (synthetic-world captions only).
+  std::string detector;
+  int64_t real_clips = 2048;       ///< reference clips from prep's video shards (in shard order)
+  int64_t detector_steps = 1500;   ///< embedded detector: training steps (batch 32)
+  int64_t batch = 16;              ///< clips per detector forward
+
+  void visit(config::FieldVisitor& v);
+  void validate(const config::Config& cfg) const;
+};
+
+}  // namespace mcm::stages
