@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "apps/cli.hpp"
+#include "apps/run_pipeline.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -16,6 +17,7 @@ using Stage = mcm::stages::StageDef;
 
 void usage() {
   std::fprintf(stderr, "usage: mcm <stage> --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run]\n"
+                       "       mcm run --config FILE [--set key=value]...   (every stage in order)\n"
                        "       mcm manifest verify RUN_DIR\n       mcm manifest show RUN_DIR [OUTPUT]\n\nstages:\n");
   for (auto& s : mcm::stages::stage_table()) std::fprintf(stderr, "  %-10s %s\n", s.name.c_str(), s.help.c_str());
 }
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "manifest")) return run_manifest(argc, argv);
+  if (!std::strcmp(argv[1], "run")) return mcm::app::run_pipeline(argc, argv);
   if (const Stage* s = mcm::stages::find_stage(argv[1])) return run_stage(*s, argc, argv);
   std::fprintf(stderr, "mcm: unknown stage \"%s\"\n", argv[1]);
   usage();

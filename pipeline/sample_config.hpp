@@ -20,7 +20,7 @@ struct SampleSection {
   /// free guidance at each of `steps`), "teacher_ddim50" (DDIM at 50 steps, the reference),
   /// "student" and "baseline" (LCM multistep at each of `steps`, no guidance, from the distill
   /// folders `student` and `baseline`).
-  std::vector<std::string> methods{"teacher_ddim", "teacher_dpm", "teacher_ddim50", "student"};
+  std::vector<std::string> methods{"teacher_ddim", "teacher_dpm", "teacher_ddim50", "student", "baseline"};
   std::vector<int64_t> steps{1, 2, 4, 8};
   double guidance = 5.0;               ///< the teacher's classifier-free guidance scale
   double eta = 0.0;                    ///< the teacher's DDIM eta (0: deterministic)

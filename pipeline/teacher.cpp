@@ -88,15 +88,17 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   auto w_prev = stage.reusable(weights, info.checksum);
   auto c_prev = stage.reusable(config_file, info.checksum);
   auto f_prev = stage.reusable(fidelity_file, info.checksum);
-  if (w_prev && c_prev && f_prev) {
+  const bool evaluates = tc.eval_prompts > 0 && cfg.models.text_encoder.kind == "word";  // as below
+  if (w_prev && c_prev && (f_prev || !evaluates)) {
     if (ctx.is_root()) {
       log::info("teacher: ", weights.string(), " is up to date (same config and data): reused");
       stage.record_reused(*w_prev);
       stage.record_reused(*c_prev);
-      stage.record_reused(*f_prev);
+      if (f_prev) stage.record_reused(*f_prev);
     }
-    json fid = json::parse(fs::read_text(fidelity_file));
-    return stage.finish({}, {{"fidelity", fid["samples"]["score"]}, {"reused", true}}) ? 0 : 1;
+    json fields{{"reused", true}};
+    if (f_prev) fields["fidelity"] = json::parse(fs::read_text(fidelity_file))["samples"]["score"];
+    return stage.finish({}, fields) ? 0 : 1;
   }
 
   auto text_encoder = models::make_text_encoder(cfg.models.text_encoder, run_dir);
@@ -160,7 +162,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
 
   // Caption fidelity: the teacher's guided samples on held-out prompts, and the analyser on the
   // training clips themselves (its accuracy on this data, the ceiling of the first number).
-  if (tc.eval_prompts > 0 && cfg.models.text_encoder.kind == "word") {
+  if (evaluates) {
     FidelityOptions fo;
     fo.prompts = tc.eval_prompts;
     fo.steps = tc.eval_steps;

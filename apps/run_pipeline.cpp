@@ -1,0 +1,189 @@
+// `mcm run`: every stage in order, each launched as its own job (`pipeline.launcher -n ranks mcm
+// <stage> ...`, or the binary itself for one rank), so a stage is exactly what a user or a Slurm
+// script runs. A stage whose latest record for the same configuration is complete, with its
+// outputs still on disk, is skipped while every stage before it was; an interrupted or failed one
+// runs again and resumes from its checkpoints or reuses its finished files, and the stages after
+// it run too (each reusing what is still up to date). The LCM baseline is a second `mcm distill` into
+// sample.baseline with motion "raw" and no discriminator.
+#include "apps/run_pipeline.hpp"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "apps/cli.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/manifest.hpp"
+
+extern char** environ;
+
+namespace mcm::app {
+namespace {
+namespace stdfs = std::filesystem;
+using json = nlohmann::json;
+
+struct PipelineSection {
+  static constexpr const char* kName = "pipeline";
+  int64_t ranks = 2;                                   ///< processes per stage (1: no launcher)
+  std::string launcher = "mpiexec";                    ///< MPI launcher for ranks > 1
+  std::vector<std::string> launcher_args{"--oversubscribe"};  ///< passed before the program
+  std::vector<std::string> stages{"synth", "prep", "teacher", "distill", "baseline", "sample", "eval"};
+
+  void visit(config::FieldVisitor& v) {
+    v("ranks", ranks);
+    v("launcher", launcher);
+    v("launcher_args", launcher_args);
+    v("stages", stages);
+  }
+  void validate(const config::Config&) const {
+    config::require_positive(ranks, "pipeline.ranks");
+    require<ConfigError>(!stages.empty(), "pipeline.stages is empty");
+    for (const auto& s : stages)
+      config::require_one_of(s, "pipeline.stages", {"synth", "prep", "teacher", "distill", "baseline", "sample", "eval"});
+  }
+};
+MCM_CONFIG_SECTION(PipelineSection);
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = stdfs::read_symlink("/proc/self/exe", ec);
+  require<IoError>(!ec, "mcm run: cannot find its own executable (/proc/self/exe): ", ec.message());
+  return p.string();
+}
+
+// Runs argv, inheriting stdout/stderr; returns the exit status (128 + signal when killed).
+int spawn_wait(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+  require<IoError>(rc == 0, "mcm run: cannot start ", args[0], ": ", errno_text(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    require<IoError>(errno == EINTR, "mcm run: waitpid: ", errno_text(errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// The latest complete record of `stage` run with this configuration, whose outputs are all on
+// disk with their recorded sizes; null when there is none.
+const json* complete_record(const json& doc, const std::string& stage, const std::string& config_hash, const stdfs::path& run_dir) {
+  const json* found = nullptr;
+  if (!doc.contains("records")) return nullptr;
+  for (const auto& r : doc.at("records"))  // by reference: found points into doc
+    if (r.value("stage", "") == stage && r.value("config_hash", "") == config_hash) found = &r;
+  if (!found || found->value("status", "") != "complete") return nullptr;
+  if (!found->contains("outputs")) return found;
+  for (const auto& o : found->at("outputs")) {
+    if (o.value("retention", "") == "rolling") continue;  // checkpoints come and go
+    std::error_code ec;
+    const auto bytes = stdfs::file_size(run_dir / o.value("path", ""), ec);
+    if (ec || bytes != o.value("bytes", uint64_t{0})) return nullptr;
+  }
+  return found;
+}
+
+}  // namespace
+
+int run_pipeline(int argc, char** argv) {
+  StageArgs args;
+  config::Config cfg;
+  try {
+    args = parse_stage_args(argc, argv, 2);
+    if (args.help) {
+      std::fprintf(stderr, "usage: mcm run --config FILE [--config OVERLAY]... [--set key=value]...\n"
+                           "runs pipeline.stages in order with pipeline.ranks ranks each, skipping complete ones\n");
+      return 0;
+    }
+    std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
+    cfg = config::load(files, args.sets);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mcm run: %s\n", e.what());
+    return 2;
+  }
+  const auto& ps = cfg.section<PipelineSection>();
+  const stdfs::path run_dir = cfg.run.dir;
+  const std::string exe = self_exe();
+  const auto t_run = std::chrono::steady_clock::now();
+  const size_t n = ps.stages.size();
+  bool upstream_ran = false;
+  for (size_t k = 0; k < n; ++k) {
+    const std::string& name = ps.stages[k];
+    const std::string stage = name == "baseline" ? "distill" : name;
+    std::vector<std::string> sets = args.sets;
+    if (name == "baseline") {
+      // MCM.md's LCM baseline: the same distillation without the motion head or the discriminator.
+      const std::string out = cfg.to_json()["sample"]["baseline"].get<std::string>();
+      for (const char* s : {"distill.motion=raw", "distill.disc_weight=0"}) sets.emplace_back(s);
+      sets.push_back("distill.out=" + out);
+    }
+    std::string config_hash;
+    try {
+      std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
+      config_hash = config::load(files, sets).hash();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "mcm run: %s: %s\n", name.c_str(), e.what());
+      return 2;
+    }
+    json doc;
+    if (stdfs::exists(run_dir / "manifest.json")) {
+      try {
+        doc = manifest::Manifest(run_dir).read();
+      } catch (const Error& e) {
+        std::fprintf(stderr, "mcm run: %s\n", e.what());
+        return 1;
+      }
+    }
+    std::printf("[mcm run] stage %zu/%zu: %s", k + 1, n, name.c_str());
+    // Skipped only while everything before it was: once a stage runs, the ones after it run too
+    // (each reuses its own outputs that are still up to date, and redoes the rest).
+    const json* done = doc.is_null() || upstream_ran ? nullptr : complete_record(doc, stage, config_hash, run_dir);
+    if (const json* r = done) {
+      std::printf(": complete (record %s), skipped\n", r->value("id", "?").c_str());
+      std::fflush(stdout);
+      continue;
+    }
+    upstream_ran = true;
+    std::printf(" on %lld rank(s)\n", static_cast<long long>(ps.ranks));
+    std::fflush(stdout);
+    std::vector<std::string> cmd;
+    if (ps.ranks > 1) {
+      cmd = {ps.launcher, "-n", std::to_string(ps.ranks)};
+      cmd.insert(cmd.end(), ps.launcher_args.begin(), ps.launcher_args.end());
+    }
+    cmd.push_back(exe);
+    cmd.push_back(stage);
+    for (const auto& c : args.configs) cmd.insert(cmd.end(), {"--config", c});
+    for (const auto& s : sets) cmd.insert(cmd.end(), {"--set", s});
+    const auto t0 = std::chrono::steady_clock::now();
+    int rc = 0;
+    try {
+      rc = spawn_wait(cmd);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "mcm run: %s\n", e.what());
+      return 1;
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rc != 0) {
+      std::fprintf(stderr,
+                   "mcm run: stage %s failed (exit %d) after %.0f s; finished stages and files are kept: fix the cause "
+                   "and run the same command again to resume (`mcm manifest show %s` lists what exists)\n",
+                   name.c_str(), rc, s, run_dir.c_str());
+      return rc;
+    }
+    std::printf("[mcm run] stage %zu/%zu: %s done in %.0f s\n", k + 1, n, name.c_str(), s);
+    std::fflush(stdout);
+  }
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
+  std::printf("[mcm run] all %zu stages complete in %.0f s: metrics %s, samples and previews %s, manifest %s\n", n, total,
+              (run_dir / "eval" / "metrics.json").c_str(), (run_dir / "sample").c_str(), (run_dir / "manifest.json").c_str());
+  return 0;
+}
+
+}  // namespace mcm::app
