@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <mutex>
 
 #include "core/error.hpp"
@@ -86,6 +87,17 @@ void write_attr(hid_t obj, const std::string& name, const AttrValue& v, const st
   }
 }
 
+// A writer's commit: its attributes and num_samples, a flush, `close` (every handle), then the
+// rename of the temporary into place.
+void finish_file(hid_t file, const std::map<std::string, AttrValue>& attrs, hsize_t n, const std::filesystem::path& tmp,
+                 const std::filesystem::path& path, const std::function<void()>& close) {
+  for (auto& [name, v] : attrs) write_attr(file, name, v, tmp.string());
+  write_attr(file, "num_samples", static_cast<int64_t>(n), tmp.string());
+  h5_check(H5Fflush(file, H5F_SCOPE_GLOBAL), cat("flush ", tmp));
+  close();
+  fs::commit_rename(tmp, path);
+}
+
 }  // namespace
 
 void H5Id::reset() noexcept {
@@ -163,11 +175,7 @@ void LatentShardWriter::close_all() noexcept {
 
 void LatentShardWriter::finish() {
   require<IoError>(!finished_, "shard ", path_, ": finish called twice");
-  for (auto& [name, v] : attrs_) write_attr(file_.get(), name, v, tmp_.string());
-  write_attr(file_.get(), "num_samples", static_cast<int64_t>(n_), tmp_.string());
-  h5_check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), cat("flush ", tmp_));
-  close_all();
-  fs::commit_rename(tmp_, path_);
+  finish_file(file_.get(), attrs_, n_, tmp_, path_, [this] { close_all(); });
   finished_ = true;
 }
 
@@ -341,11 +349,7 @@ void VideoSampleWriter::close_all() noexcept {
 
 void VideoSampleWriter::finish() {
   require<IoError>(!finished_, "sample file ", path_, ": finish called twice");
-  for (auto& [name, v] : attrs_) write_attr(file_.get(), name, v, tmp_.string());
-  write_attr(file_.get(), "num_samples", static_cast<int64_t>(n_), tmp_.string());
-  h5_check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), cat("flush ", tmp_));
-  close_all();
-  fs::commit_rename(tmp_, path_);
+  finish_file(file_.get(), attrs_, n_, tmp_, path_, [this] { close_all(); });
   finished_ = true;
 }
 
