@@ -1,8 +1,7 @@
 // The embedded default's FVD detector: no pretrained I3D can be downloaded here, so a small 3-D
 // convolutional network is trained on the synthetic world's own clips to recognise what varies
-// in it (shape, colour, direction, speed), and its attribute logits serve as the video features
-// (as FVD takes I3D's Kinetics-400 logits), through the same VideoDetector interface and Fréchet
-// code as I3D's.
+// in it (shape, colour, direction, speed), and its per-attribute class probabilities serve as the
+// video features, through the same VideoDetector interface and Fréchet code as I3D's.
 // Include only from torch units.
 #pragma once
 #include <torch/torch.h>
@@ -51,8 +50,8 @@ SynthNet train_synth_net(const torch::Tensor& videos, const std::vector<SynthLab
 /// Per-attribute accuracy (shape, colour, direction, speed) of the network on clips and labels.
 std::vector<double> synth_net_accuracy(SynthNet& net, const torch::Tensor& videos, const std::vector<SynthLabels>& labels);
 
-/// The network as a VideoDetector: its 16 attribute logits (shape 4, colour 6, direction 4,
-/// speed 2) of uint8 [B, T, H, W, 3]; `checksum` names its weights.
+/// The network as a VideoDetector: its 16 class probabilities (softmax per attribute: shape 4,
+/// colour 6, direction 4, speed 2) of uint8 [B, T, H, W, 3]; `checksum` names its weights.
 std::unique_ptr<VideoDetector> synth_detector(SynthNet net, std::string checksum);
 
 }  // namespace mcm::eval

@@ -62,8 +62,8 @@ TEST(SynthDetector, LearnsTheWorldAndItsFeaturesSeparateDamagedClips) {
   const double same = eval::frechet_distance(a, b), time = eval::frechet_distance(a, shuffled),
                colour = eval::frechet_distance(a, swapped);
   std::printf("FD real vs real %.4g, vs frames shuffled %.4g, vs colours swapped %.4g\n", same, time, colour);
-  EXPECT_GT(time, 1.5 * same);  // measured: real vs real 196, shuffled 417, swapped 749
-  EXPECT_GT(colour, 2.5 * same);
+  EXPECT_GT(time, 3 * same);  // measured: real vs real 0.078, shuffled 0.80, swapped 0.38
+  EXPECT_GT(colour, 3 * same);
   // Deterministic for a seed.
   auto again = eval::train_synth_net(train, labels_of(train_caps), o);
   EXPECT_TRUE(torch::equal(again->features(test.permute({0, 4, 1, 2, 3}).to(torch::kFloat32) / 127.5 - 1),
