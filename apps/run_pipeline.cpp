@@ -123,10 +123,12 @@ int run_pipeline(int argc, char** argv) {
       for (const char* s : {"distill.motion=raw", "distill.disc_weight=0"}) sets.emplace_back(s);
       sets.push_back("distill.out=" + out);
     }
-    std::string config_hash;
+    std::string config_hash = cfg.hash();  // the baseline's own overrides give it its own
     try {
-      std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
-      config_hash = config::load(files, sets).hash();
+      if (name == "baseline") {
+        std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
+        config_hash = config::load(files, sets).hash();
+      }
     } catch (const Error& e) {
       std::fprintf(stderr, "mcm run: %s: %s\n", name.c_str(), e.what());
       return 2;

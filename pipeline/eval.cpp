@@ -72,8 +72,7 @@ torch::Tensor real_clips(const ShardInfo& info, int64_t limit, models::FrameAuto
   for (size_t b = 0; b < lat.size(); b += chunk) {
     auto part = torch::stack(std::vector<torch::Tensor>(lat.begin() + static_cast<std::ptrdiff_t>(b),
                                                         lat.begin() + static_cast<std::ptrdiff_t>(std::min(lat.size(), b + chunk))));
-    for (auto& c : decode_clips(ae, part))
-      clips.push_back(((c + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous());
+    for (auto& c : decode_clips(ae, part)) clips.push_back(clip_to_uint8(c));
   }
   return torch::stack(clips);
 }
@@ -194,27 +193,17 @@ int run_eval(const config::Config& cfg, const dist::DistContext& ctx) {
       }
       auto v = r.video(static_cast<hsize_t>(i));
       auto a = eval::analyse_clip(v.data(), static_cast<int>(shape[0]), static_cast<int>(shape[2]), static_cast<int>(shape[1]));
-      mine.push_back({{"i", i}, {"prompt", prompt}, {"colour", a.found.colour}, {"shape", a.found.shape},
+      mine.push_back({{"index", i}, {"prompt", prompt}, {"colour", a.found.colour}, {"shape", a.found.shape},
                       {"direction", a.found.direction}});
     }
-    json all = json::array();
-    for (auto& part : ctx.allgather(mine.dump()))
-      for (auto& e : json::parse(part)) all.push_back(e);
-    std::sort(all.begin(), all.end(), [](const json& a, const json& b) { return a["i"] < b["i"]; });
+    const json fid = gather_fidelity(mine, ctx);
+    const bool scored = !fid["per_prompt"].empty();
     json res{{"file", job.at("file")}, {"method", job.value("method", "")}, {"steps", job.value("steps", 0)}, {"samples", n},
              {"fvd", fvd}};
-    if (!all.empty()) {
-      eval::FidelityScore score;
-      for (auto& e : all) {
-        eval::ClipAnalysis a;
-        a.found = {e["colour"], e["shape"], e["direction"]};
-        score.add(eval::parse_caption(e["prompt"]), a);
-      }
-      res["fidelity"] = score.to_json();
-    }
+    if (scored) res["fidelity"] = fid["score"];
     results[name] = res;
     if (ctx.is_root())
-      log::info("eval: ", name, ": FVD ", fvd, all.empty() ? std::string() : cat(", caption fidelity ", res["fidelity"]["accuracy"].dump()));
+      log::info("eval: ", name, ": FVD ", fvd, scored ? cat(", caption fidelity ", res["fidelity"]["accuracy"].dump()) : std::string());
   }
   json metrics{{"protocol", {{"detector", detector_info}, {"reference", {{"clips", n_real}, {"source", "prep video shards, decoded"},
                                                                         {"prep_checksum", info.checksum}}},

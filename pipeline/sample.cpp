@@ -117,11 +117,6 @@ std::vector<Job> jobs_of(const SampleSection& sc) {
   return jobs;
 }
 
-// [T, 3, H, W] pixels in [-1, 1] -> [T, H, W, 3] uint8.
-torch::Tensor to_uint8(const torch::Tensor& clip) {
-  return ((clip + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
-}
-
 // Up to `n` videos [T, H, W, 3] side by side, scaled up (nearest) to at least 64 pixels high.
 torch::Tensor preview_grid(const std::vector<torch::Tensor>& videos) {
   auto row = torch::cat(videos, 2);  // [T, H, n W, 3]
@@ -179,9 +174,8 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
   const std::vector<int64_t> latent = info.latent;
   json summary = json::object();
   int64_t reused = 0, sampled = 0;
-  // Models are loaded on first use and kept for the jobs after it.
-  std::unique_ptr<models::Unet3D> teacher;
-  std::map<std::string, std::unique_ptr<models::Unet3D>> student_nets;
+  // Models are loaded on first use ("teacher", "student", "baseline") and kept for the jobs after it.
+  std::map<std::string, models::Unet3D> nets;
 
   for (const auto& job : jobs_of(sc)) {
     const bool is_teacher = job.method.rfind("teacher", 0) == 0;
@@ -214,23 +208,14 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
       continue;
     }
 
-    models::Unet3D* net = nullptr;
-    if (is_teacher) {
-      if (!teacher) {
-        teacher = std::make_unique<models::Unet3D>(models::load_unet3d(teacher_src->unet));
-        (*teacher)->to(device);
-        (*teacher)->eval();
-      }
-      net = teacher.get();
-    } else {
-      auto& slot = student_nets[job.method];
-      if (!slot) {
-        slot = std::make_unique<models::Unet3D>(models::load_unet3d(students.at(job.method).unet));
-        (*slot)->to(device);
-        (*slot)->eval();
-      }
-      net = slot.get();
+    const std::string model = is_teacher ? "teacher" : job.method;
+    if (!nets.count(model)) {
+      auto net = models::load_unet3d(is_teacher ? teacher_src->unet : students.at(job.method).unet);
+      net->to(device);
+      net->eval();
+      nets.emplace(model, net);
     }
+    models::Unet3D* net = &nets.at(model);
     const auto& schedule_opts = is_teacher ? teacher_src->schedule : students.at(job.method).schedule;
     diffusion::NoiseSchedule schedule(schedule_opts);
 
@@ -274,7 +259,7 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
         }
         auto clips = decode_clips(*autoencoder, x0.to(torch::kCPU));
         for (size_t i = 0; i < clips.size(); ++i) {
-          auto v = to_uint8(clips[i]);
+          auto v = clip_to_uint8(clips[i]);
           if (!writer)
             writer = std::make_unique<io::VideoSampleWriter>(part, static_cast<hsize_t>(v.size(0)), static_cast<hsize_t>(v.size(1)),
                                                              static_cast<hsize_t>(v.size(2)));

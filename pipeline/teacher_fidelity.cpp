@@ -118,9 +118,14 @@ json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, 
                             {"ok_shape", a.found.shape == want.shape}, {"ok_direction", a.found.direction == want.direction}});
     }
   }
-  // Gather every rank's per-prompt results; score them in prompt order on every rank.
+  json r = gather_fidelity(per_prompt, ctx);
+  r["prompts"] = static_cast<int64_t>(prompts.size());
+  return r;
+}
+
+json gather_fidelity(const json& mine, const dist::DistContext& ctx) {
   json all = json::array();
-  for (auto& part : ctx.allgather(per_prompt.dump()))
+  for (auto& part : ctx.allgather(mine.dump()))
     for (auto& e : json::parse(part)) all.push_back(e);
   std::sort(all.begin(), all.end(), [](const json& a, const json& b) { return a["index"] < b["index"]; });
   eval::FidelityScore score;
@@ -129,7 +134,11 @@ json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, 
     a.found = {e["colour"], e["shape"], e["direction"]};
     score.add(eval::parse_caption(e["prompt"]), a);
   }
-  return {{"prompts", static_cast<int64_t>(prompts.size())}, {"score", score.to_json()}, {"per_prompt", all}};
+  return {{"score", score.to_json()}, {"per_prompt", all}};
+}
+
+torch::Tensor clip_to_uint8(const torch::Tensor& clip) {
+  return ((clip + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
 }
 
 json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,

@@ -50,6 +50,12 @@ torch::Tensor sample_dpm_cfg(models::Unet3D& unet, const diffusion::NoiseSchedul
                              const diffusion::DpmSolverOptions& dpm);
 /// Latents [N, C, T, H, W] -> per clip [T, 3, H', W'] pixels in [-1, 1] (CPU float32).
 std::vector<torch::Tensor> decode_clips(models::FrameAutoencoder& ae, const torch::Tensor& latents);
+/// A decoded clip [T, 3, H, W] in [-1, 1] as uint8 RGB [T, H, W, 3] (rounded, clamped).
+torch::Tensor clip_to_uint8(const torch::Tensor& clip);
+/// Collective: every rank's per-clip analyses (objects with "index", "prompt", "colour", "shape",
+/// "direction") gathered on every rank, sorted by index, and scored against their prompts.
+/// Returns {"per_prompt": the sorted analyses, "score": FidelityScore json}.
+nlohmann::json gather_fidelity(const nlohmann::json& mine, const dist::DistContext& ctx);
 /// LCM multistep sampling of a consistency student (MCM.md "Sampling the student": no guidance,
 /// re-noised with step_noise(k) between steps) over `steps` timesteps of lcm's distillation grid.
 torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,

@@ -362,8 +362,8 @@ VideoSampleWriter::~VideoSampleWriter() {
 VideoSampleReader::VideoSampleReader(const std::filesystem::path& path) : path_(path) {
   silence_hdf5();
   file_ = H5Id(h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), cat("open ", path)));
-  const auto shape = row_shape(file_.get(), "videos", path_);
-  require<IoError>(shape.size() == 4 && shape[3] == 3, "dataset \"videos\" in ", path_, ": expected [N, T, H, W, 3]");
+  shape_ = row_shape(file_.get(), "videos", path_);
+  require<IoError>(shape_.size() == 4 && shape_[3] == 3, "dataset \"videos\" in ", path_, ": expected [N, T, H, W, 3]");
   H5Id d(h5_check(H5Dopen2(file_.get(), "videos", H5P_DEFAULT), cat("open dataset \"videos\" in ", path_)));
   H5Id space(H5Dget_space(d.get()));
   hsize_t dims[5] = {};
@@ -371,11 +371,9 @@ VideoSampleReader::VideoSampleReader(const std::filesystem::path& path) : path_(
   n_ = dims[0];
 }
 
-std::vector<hsize_t> VideoSampleReader::video_shape() const { return row_shape(file_.get(), "videos", path_); }
-
 std::vector<uint8_t> VideoSampleReader::video(hsize_t i) const {
   size_t count = 1;
-  for (auto d : video_shape()) count *= d;
+  for (auto d : shape_) count *= d;
   std::vector<uint8_t> out(count);
   read_row_into(file_.get(), "videos", i, H5T_NATIVE_UINT8, out.data(), count, path_);
   return out;

@@ -125,7 +125,7 @@ class VideoSampleReader {
  public:
   explicit VideoSampleReader(const std::filesystem::path& path);
   hsize_t size() const { return n_; }
-  std::vector<hsize_t> video_shape() const;  ///< {T, H, W, 3}
+  const std::vector<hsize_t>& video_shape() const { return shape_; }  ///< {T, H, W, 3}
   std::vector<uint8_t> video(hsize_t i) const;
   std::string prompt(hsize_t i) const;
   int64_t prompt_index(hsize_t i) const;
@@ -135,6 +135,7 @@ class VideoSampleReader {
  private:
   std::filesystem::path path_;
   H5Id file_;
+  std::vector<hsize_t> shape_;
   hsize_t n_ = 0;
 };
 
