@@ -272,6 +272,8 @@ class Distill(unittest.TestCase):
                           (["distill.disc_real=video"], "distill.disc_real"),
                           (["distill.disc_virtual_batch=3"], "distill.disc_virtual_batch = 3 does not divide the 4 frames"),
                           (["distill.disc_backbone=dinov2"], "distill.disc_backbone_path"),
+                          (["distill.out=teacher"], "distill.out = \"teacher\": must be a folder name under run.dir"),
+                          (["distill.out=a/b"], "distill.out = \"a/b\""),
                           ([f"models.teacher.path={self.tmp}/nowhere/unet"], "nowhere/unet")]:
             with self.subTest(sets[0]):
                 p = distill(run, sets, check=False)
