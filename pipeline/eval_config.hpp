@@ -17,6 +17,15 @@ struct EvalSection {
   int64_t real_clips = 2048;       ///< reference clips from prep's video shards (in shard order)
   int64_t detector_steps = 1500;   ///< embedded detector: training steps (batch 32)
   int64_t batch = 16;              ///< clips per detector forward
+  /// Frame quality's image detector: a TorchScript file with the FID Inception convention
+  /// (stylegan2-ada-pytorch's inception-2015-12-05.pt), or "" for the embedded frame detector
+  /// trained on the run's reference frames and stills (synthetic-world captions only).
+  std::string frame_detector;
+  int64_t real_images = 2048;      ///< reference stills from prep's image shards (in shard order)
+  /// CLIP score: a CLIP TorchScript with OpenAI's encode_image/encode_text (eval/clip_score.hpp)
+  /// and CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); both or neither.
+  std::string clip_model, clip_vocab;
+  int64_t clip_resolution = 224;   ///< used when the model has no visual.input_resolution
 
   void visit(config::FieldVisitor& v);
   void validate(const config::Config& cfg) const;

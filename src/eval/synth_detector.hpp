@@ -50,6 +50,39 @@ SynthNet train_synth_net(const torch::Tensor& videos, const std::vector<SynthLab
 /// Per-attribute accuracy (shape, colour, direction, speed) of the network on clips and labels.
 std::vector<double> synth_net_accuracy(SynthNet& net, const torch::Tensor& videos, const std::vector<SynthLabels>& labels);
 
+/// The frame detector of the embedded default, for the frame-quality distance: a small 2-D
+/// network trained on the reference video frames and the high-quality stills to tell shape,
+/// colour and source (0 a training-video frame, 1 a still). Its 12 class probabilities are the
+/// frame features: a frame scores close to the image set when it shows the same things and looks
+/// like a still rather than a degraded video frame.
+struct FrameLabels {
+  int64_t shape = 0, colour = 0, source = 0;
+};
+/// Labels from a synthetic-world video or image caption; DataError naming the caption when the
+/// shape or colour is missing.
+FrameLabels frame_labels(const std::string& caption, bool still);
+
+struct SynthFrameNetImpl : torch::nn::Module {
+  explicit SynthFrameNetImpl(int64_t width = 16);
+  /// Features [B, 4 width] of images [B, 3, H, W] in [-1, 1].
+  torch::Tensor features(const torch::Tensor& x);
+  /// Logits per head (shape, colour, source).
+  std::vector<torch::Tensor> heads(const torch::Tensor& f);
+  torch::nn::Conv2d c1{nullptr}, c2{nullptr}, c3{nullptr};
+  torch::nn::Linear shape{nullptr}, colour{nullptr}, source{nullptr};
+};
+TORCH_MODULE(SynthFrameNet);
+
+/// Trains the frame network on uint8 frames [N, H, W, 3] with their labels, each batch half video
+/// frames and half stills (there are far fewer stills); deterministic like train_synth_net.
+/// Returns the per-head training accuracy of the last 10% of steps with the network.
+SynthFrameNet train_synth_frame_net(const torch::Tensor& frames, const std::vector<FrameLabels>& labels,
+                                    const SynthTrainOptions& o, std::vector<double>* accuracy = nullptr);
+/// Per-head accuracy (shape, colour, source) on frames and labels.
+std::vector<double> synth_frame_net_accuracy(SynthFrameNet& net, const torch::Tensor& frames, const std::vector<FrameLabels>& labels);
+/// The network as an ImageDetector: its 12 class probabilities of uint8 [B, H, W, 3].
+std::unique_ptr<ImageDetector> synth_frame_detector(SynthFrameNet net, std::string checksum);
+
 /// The network as a VideoDetector: its 16 class probabilities (softmax per attribute: shape 4,
 /// colour 6, direction 4, speed 2) of uint8 [B, T, H, W, 3]; `checksum` names its weights.
 std::unique_ptr<VideoDetector> synth_detector(SynthNet net, std::string checksum);

@@ -3,9 +3,10 @@ the fixture: every (method, step count) writes an HDF5 file that h5py reads (uin
 seeds) and previews that ffprobe reads; 1 and 2 ranks write the same bytes; every method starts
 from the same noise; a re-run reuses what is complete and resumes an interrupted run at the first
 missing file; a prompt file is read line by line, and its bad lines are refused with the line
-number. `mcm eval` gives the same FVDs and caption-fidelity scores on 1 and 2 ranks, with the
-embedded detector (trained on the run's clips) or a TorchScript one with I3D's calling convention,
-and records its protocol. Run by ctest (stages.sample, label mpi)."""
+number. `mcm eval` gives the same FVDs, caption-fidelity scores and frame quality on 1 and 2 ranks,
+with the embedded detectors (trained on the run's clips and stills) or TorchScript ones with I3D's
+and FID Inception's calling conventions, computes CLIP score through a TorchScript CLIP equal to the
+same computation in Python, and records its protocol. Run by ctest (stages.sample, label mpi)."""
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import numpy as np
 from test_pipeline import MCM, MPIEXEC, TINY, latest, mcm, verify
 from test_teacher import FAST as TEACHER_FAST, SMALL
 
-DATA = ["synth.videos=12", "synth.images=0", "synth.image_shards=1", "prep.encode_images=false"]
+DATA = ["synth.videos=12", "synth.images=8", "synth.image_shards=1", "prep.encode_images=true"]
 DISTILL = ["distill.lora_rank=4", "distill.lora_alpha=4", "distill.motion_hidden=8", "distill.motion_groups=4",
            "distill.steps=4", "distill.batch=4", "distill.micro_batch=4", "distill.warmup_steps=1",
            "distill.eval_prompts=0", "distill.disc_real=clip", "run.threads=1"]
@@ -179,23 +180,105 @@ class Sample(unittest.TestCase):
         self.assertEqual((p["world_size"], two["protocol"]["world_size"]), (1, 2))
         self.assertEqual(p["detector"]["checksum"], two["protocol"]["detector"]["checksum"])  # the same training
         self.assertEqual(verify(run).returncode, 0, verify(run).stdout)
-        # A TorchScript detector with StyleGAN-V's I3D signature takes the embedded one's place.
+        # Frame quality against the 8 stills: the embedded frame detector, the same on 1 and 2 ranks.
+        fq = p["frame_quality"]
+        self.assertEqual(fq["stills"]["count"], 8)
+        self.assertEqual(fq["detector"]["kind"], "embedded synth-frame-net")
+        self.assertEqual(fq["features"], 12)
+        self.assertEqual(fq["reference"]["videos"]["frames"], 24 * 8)
+        self.assertGreater(fq["reference"]["videos"]["watermark_rate"], 0.8)  # synth stamps every video frame
+        self.assertLess(fq["reference"]["stills"]["watermark_rate"], 0.2)     # and no still
+        for name, r in one["jobs"].items():
+            q, q2 = r["frame_quality"], two["jobs"][name]["frame_quality"]
+            self.assertEqual(q["frames"], 80)
+            self.assertGreater(q["frame_fd"], 0)
+            self.assertAlmostEqual(q["frame_fd"], q2["frame_fd"], delta=1e-6 * q["frame_fd"])
+            self.assertEqual((q["watermarked"], q["frames"]), (q2["watermarked"], q2["frames"]))
+            self.assertAlmostEqual(q["sharpness"], q2["sharpness"], delta=1e-9 * q["sharpness"])
+        # TorchScript detectors with StyleGAN-V's I3D and FID Inception signatures take the embedded
+        # ones' places, and a TorchScript CLIP with OpenAI's methods gives CLIP score.
         code = ("import sys, torch\n"
                 "class D(torch.nn.Module):\n"
                 "    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):\n"
                 "        y = x.float() / 255.0 * 2 - 1 if rescale else x.float()\n"
                 "        return torch.cat([y.mean(dim=(2, 3, 4)), y.std(dim=(2, 3, 4))], 1)\n"
-                "torch.jit.script(D()).save(sys.argv[1])\n")
-        det, script = os.path.join(self.tmp, "detector.pt"), os.path.join(self.tmp, "make_detector.py")
+                "class I(torch.nn.Module):\n"
+                "    def forward(self, x: torch.Tensor, return_features: bool = False):\n"
+                "        y = x.float() / 255.0\n"
+                "        return torch.cat([y.mean(dim=(2, 3)), y.std(dim=(2, 3)), y[:, :, -2:, :].mean(dim=(2, 3))], 1)\n"
+                "class Visual(torch.nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.input_resolution = 24\n"
+                "        self.proj = torch.nn.Linear(3 * 4 * 4, 8)\n"
+                "    def forward(self, x: torch.Tensor):\n"
+                "        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))\n"
+                "class Clip(torch.nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.visual = Visual()\n"
+                "        self.token_embedding = torch.nn.Embedding(49408, 8)\n"
+                "    @torch.jit.export\n"
+                "    def encode_image(self, x: torch.Tensor):\n"
+                "        return self.visual(x)\n"
+                "    @torch.jit.export\n"
+                "    def encode_text(self, t: torch.Tensor):\n"
+                "        e = self.token_embedding(t)\n"
+                "        return e.mean(1) + e[torch.arange(t.shape[0]), t.argmax(-1)]\n"
+                "    def forward(self, x: torch.Tensor, t: torch.Tensor):\n"
+                "        return self.encode_image(x), self.encode_text(t)\n"
+                "torch.manual_seed(0)\n"
+                "torch.jit.script(D()).save(sys.argv[1])\n"
+                "torch.jit.script(I()).save(sys.argv[2])\n"
+                "torch.jit.script(Clip()).save(sys.argv[3])\n")
+        det, inc, clip = (os.path.join(self.tmp, n) for n in ("detector.pt", "inception.pt", "clip.pt"))
+        script = os.path.join(self.tmp, "make_detectors.py")
         with open(script, "w") as f:
             f.write(code)  # TorchScript compiles from source files
-        subprocess.run([sys.executable, script, det], check=True)
-        mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(det)}"])
+        subprocess.run([sys.executable, script, det, inc, clip], check=True)
+        import open_clip.tokenizer
+        vocab = open_clip.tokenizer.default_bpe()
+        mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(det)}", f"eval.frame_detector={json.dumps(inc)}",
+                                                f"eval.clip_model={json.dumps(clip)}", f"eval.clip_vocab={json.dumps(vocab)}"])
         with open(os.path.join(run, "eval", "metrics.json")) as f:
             ts = json.load(f)
         self.assertEqual(ts["protocol"]["detector"]["kind"], "torchscript")
         self.assertEqual(ts["protocol"]["features"], 6)
-        self.assertTrue(all(r["fvd"] > 0 for r in ts["jobs"].values()))
+        self.assertEqual(ts["protocol"]["frame_quality"]["detector"]["kind"], "torchscript")
+        self.assertEqual(ts["protocol"]["frame_quality"]["features"], 9)
+        self.assertEqual(ts["protocol"]["clip_score"]["resolution"], 24)  # the model's visual.input_resolution
+        self.assertTrue(all(r["fvd"] > 0 and r["frame_quality"]["frame_fd"] > 0 for r in ts["jobs"].values()))
+        # CLIP score: the same computation in Python (open_clip's tokenizer; CLIP's resize of the
+        # shorter side, bicubic antialiased, centre crop, normalisation; per-frame cosine x 100,
+        # averaged over frames, then over clips).
+        import torch
+        model = torch.jit.load(clip)
+        tok = open_clip.tokenizer.SimpleTokenizer()
+        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+        std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+        for name, r in ts["jobs"].items():
+            with h5py.File(os.path.join(run, r["file"]), "r") as f:
+                videos = torch.from_numpy(f["videos"][:])
+                prompts = [p.decode() if isinstance(p, bytes) else p for p in f["prompt"][:]]
+            n, t = videos.shape[:2]
+            x = videos.reshape(n * t, *videos.shape[2:]).permute(0, 3, 1, 2).float() / 255
+            x = torch.nn.functional.interpolate(x, size=(24, 24), mode="bicubic", align_corners=False, antialias=True)
+            with torch.no_grad():
+                ei = model.encode_image((x - mean) / std).double()
+                et = model.encode_text(tok(prompts)).double()
+            ei = ei / ei.norm(dim=1, keepdim=True)
+            et = et / et.norm(dim=1, keepdim=True)
+            want = (100 * (ei.view(n, t, -1) * et.view(n, 1, -1)).sum(2).mean(1)).mean().item()
+            self.assertAlmostEqual(r["clip_score"]["mean"], want, delta=1e-4 * abs(want) + 1e-6, msg=name)
+            self.assertEqual(r["clip_score"]["clips"], n)
+        # Bad CLIP settings: a model without a vocabulary, a module without CLIP's methods.
+        p = mcm(["eval"], run, SMALL + DATA + ev + [f"eval.clip_model={json.dumps(clip)}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("eval.clip_vocab", p.stderr)
+        p = mcm(["eval"], run, SMALL + DATA + ev + [f"eval.clip_model={json.dumps(det)}", f"eval.clip_vocab={json.dumps(vocab)}"],
+                check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("has no method encode_image", p.stderr)
         # Bad input: no samples yet; a detector that is not TorchScript.
         empty = self.fresh("eval-empty")
         p = mcm(["eval"], empty, SMALL + DATA + ev, check=False)
