@@ -7,6 +7,7 @@
 // sample.baseline with motion "raw" and no discriminator.
 #include "apps/run_pipeline.hpp"
 
+#include <algorithm>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,7 +34,7 @@ struct PipelineSection {
   int64_t ranks = 2;                                   ///< processes per stage (1: no launcher)
   std::string launcher = "mpiexec";                    ///< MPI launcher for ranks > 1
   std::vector<std::string> launcher_args{"--oversubscribe"};  ///< passed before the program
-  std::vector<std::string> stages{"synth", "prep", "teacher", "distill", "baseline", "sample", "eval"};
+  std::vector<std::string> stages{"synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"};
 
   void visit(config::FieldVisitor& v) {
     v("ranks", ranks);
@@ -45,7 +46,7 @@ struct PipelineSection {
     config::require_positive(ranks, "pipeline.ranks");
     require<ConfigError>(!stages.empty(), "pipeline.stages is empty");
     for (const auto& s : stages)
-      config::require_one_of(s, "pipeline.stages", {"synth", "prep", "teacher", "distill", "baseline", "sample", "eval"});
+      config::require_one_of(s, "pipeline.stages", {"synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"});
   }
 };
 MCM_CONFIG_SECTION(PipelineSection);
@@ -185,6 +186,9 @@ int run_pipeline(int argc, char** argv) {
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
   std::printf("[mcm run] all %zu stages complete in %.0f s: metrics %s, samples and previews %s, manifest %s\n", n, total,
               (run_dir / "eval" / "metrics.json").c_str(), (run_dir / "sample").c_str(), (run_dir / "manifest.json").c_str());
+  if (std::find(ps.stages.begin(), ps.stages.end(), "report") != ps.stages.end())
+    std::printf("[mcm run] report: %s (summary %s)\n", stdfs::absolute(run_dir / "report" / "index.html").c_str(),
+                (run_dir / "report" / "summary.md").c_str());
   return 0;
 }
 

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
   libopenblas0-pthread python3-venv libicu-dev zlib1g-dev
   clang libclang-rt-dev
+  chromium   # tests: headless check that mcm report's page renders (tests/stages/test_sample.py)
 )
 # torch (pinned at 2.11.0 for the whole project) and the reference libraries, with hashes; edit
 # scripts/requirements.in and regenerate the lock as its header says.

@@ -1,7 +1,6 @@
 #include "eval/frame_quality.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "core/error.hpp"
@@ -13,16 +12,17 @@ namespace mcm::eval {
 // rows (at least 4), each pixel blended towards white with alpha 0.45 or 0.25 in diagonal
 // stripes, 0.35 on average; stills get none. Prep centre-crops and resizes, so in a square frame
 // of any size the banner covers the same fractions: x in [0.5375, 0.9375), y in [0.8125,
-// 0.9375). The rule compares the median luminance inside that box with the background's: the
-// median of the band of the same width just above it or of the same height just left of it,
-// whichever is more uniform (the object passes through one at most, mostly): the banner lifts
-// each channel c to c + 0.35 (255 - c). A frame is watermarked when the box's median colour is
-// closer to that blend of the background than to the plain background, and within 0.7 of the
-// blend's own distance of it: a lighter object in the box has the wrong hue. On 200 rendered
-// scenes (the test) it finds 94% of stamped frames and 0-1% of clean ones; the misses are frames
-// where the object covers the banner. Medians keep a passing
-// object from deciding either way. Validated on the run's own reference sets in `mcm eval` (the training
-// clips ~100%, the stills ~0%) and by construction in tests/eval/test_frame_quality.cpp.
+// 0.9375). The rule compares the median luminance inside that box with the median of the band of
+// the same width just above it (the background, unless the object sits there): the banner lifts
+// luminance L to L + 0.35 (255 - L). A frame is watermarked when the measured lift exceeds half
+// of what the banner would give on the band's luminance. Medians keep a passing object from
+// deciding either way; an object over the banner or just above it can still fool the rule, so its
+// rates are measured, not assumed: on the tiny run's decoded reference sets it finds the banner on
+// 94% of the training-video frames and on 6% of the stills (2 of 32); on 200 rendered scenes
+// (tests/eval/test_frame_quality.cpp) 95% and 5%. Variants tried on those sets and dropped: the
+// more uniform of the bands above and left (89% / 6%), either band (98% / 19%), requiring a grey
+// banner (hue: 84% / 3%, H.264's chroma bleeds the object into it). `mcm eval` records the rates
+// on every run's own reference sets beside the results.
 // Sharpness is the mean squared 4-neighbour Laplacian of luminance over the interior, the usual
 // focus measure: box blur and low-bitrate coding lower it, sensor noise raises it, so it is read
 // beside the watermark rate and the feature distance, never alone.
@@ -39,44 +39,17 @@ FrameQuality analyse_frame(const uint8_t* rgb, int w, int h) {
   require<DataError>(w >= 8 && h >= 8, "frame quality: frame ", w, " x ", h, " is too small (at least 8 x 8)");
   const int x0 = static_cast<int>(0.5375 * w + 0.5), x1 = std::max(x0 + 1, static_cast<int>(0.9375 * w + 0.5));
   const int y0 = static_cast<int>(0.8125 * h + 0.5), y1 = std::max(y0 + 1, static_cast<int>(0.9375 * h + 0.5));
-  // Two candidate background bands beside the banner: above it (same columns) and left of it
-  // (same rows). The more uniform one (smaller median absolute deviation of luminance) is the
-  // background. Colours are per-channel medians.
-  const int band = y1 - y0, b0 = std::max(0, y0 - band), l0 = std::max(0, x0 - (x1 - x0));
-  struct Region {
-    std::vector<double> c[3], l;
-  } in, above, left;
-  auto take = [&](Region& r, int ya, int yb, int xa, int xb) {
-    for (int y = ya; y < yb; ++y)
-      for (int x = xa; x < xb; ++x) {
-        const uint8_t* p = rgb + (static_cast<size_t>(y) * w + x) * 3;
-        for (int k = 0; k < 3; ++k) r.c[k].push_back(p[k]);
-        r.l.push_back(luma(p));
-      }
-  };
-  take(in, y0, y1, x0, x1);
-  take(above, b0, y0, x0, x1);
-  take(left, y0, y1, l0, x0);
-  auto spread = [](std::vector<double> v) {
-    const double m = median_of(v);
-    for (double& x : v) x = std::abs(x - m);
-    return median_of(v);
-  };
-  Region& bgr = spread(above.l) <= spread(left.l) ? above : left;
-  double bg[3], got[3], want[3], off = 0, gap = 0, plain = 0;
-  for (int k = 0; k < 3; ++k) {
-    bg[k] = median_of(bgr.c[k]);
-    got[k] = median_of(in.c[k]);
-    want[k] = 0.65 * bg[k] + 0.35 * 255.0;
-    off += (got[k] - want[k]) * (got[k] - want[k]);
-    plain += (got[k] - bg[k]) * (got[k] - bg[k]);
-    gap += (want[k] - bg[k]) * (want[k] - bg[k]);
-  }
+  const int band = y1 - y0, b0 = std::max(0, y0 - band);
+  std::vector<double> in, above;
+  for (int y = y0; y < y1; ++y)
+    for (int x = x0; x < x1; ++x) in.push_back(luma(rgb + (static_cast<size_t>(y) * w + x) * 3));
+  for (int y = b0; y < y0; ++y)
+    for (int x = x0; x < x1; ++x) above.push_back(luma(rgb + (static_cast<size_t>(y) * w + x) * 3));
   FrameQuality q;
-  q.lift = median_of(in.l) - median_of(bgr.l);
-  q.expected = 0.35 * (255.0 - median_of(bgr.l));
-  // The banner's colour is the background's blended towards white (squared distances).
-  q.watermark = gap > 0 && off < plain && off < 0.5 * gap;
+  const double bg = median_of(above);
+  q.lift = median_of(in) - bg;
+  q.expected = 0.35 * (255.0 - bg);
+  q.watermark = q.expected > 0 && q.lift > 0.5 * q.expected;
   double s = 0;
   int64_t k = 0;
   for (int y = 1; y + 1 < h; ++y)

@@ -4,6 +4,7 @@
 
 extern "C" {
 #include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
 }
 
 #include <cstring>
@@ -130,42 +131,57 @@ std::vector<uint8_t> encode_gif(const uint8_t* rgb, int frames, int width, int h
   return encode_container("gif", AV_CODEC_ID_GIF, nullptr, AV_PIX_FMT_RGB8, rgb, frames, width, height, fps, nullptr, "loop=0");
 }
 
-std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int qscale) {
+namespace {
+// One still through an image codec: JPEG (qscale > 0) or PNG (lossless RGB).
+std::vector<uint8_t> encode_still(AVCodecID id, const char* what, AVPixelFormat pix, const uint8_t* rgb, int width, int height,
+                                  int qscale) {
   av::quiet_logs();
+  require<IoError>(width > 0 && height > 0, "encode ", what, ": empty image");
   AVRational tb{1, 25};
   auto c = [&] {
-    const AVCodec* enc = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
-    if (!enc) throw IoError("encode jpeg: no MJPEG encoder");
+    const AVCodec* enc = avcodec_find_encoder(id);
+    if (!enc) throw IoError(cat("encode ", what, ": this FFmpeg has no ", what, " encoder"));
     av::CodecPtr cc(avcodec_alloc_context3(enc));
     if (!cc) throw IoError("avcodec_alloc_context3: out of memory");
     cc->width = width;
     cc->height = height;
-    cc->pix_fmt = AV_PIX_FMT_YUVJ420P;
+    cc->pix_fmt = pix;
     cc->time_base = tb;
-    cc->flags |= AV_CODEC_FLAG_QSCALE;
-    cc->global_quality = FF_QP2LAMBDA * qscale;
-    cc->qmin = cc->qmax = qscale;
+    if (qscale > 0) {
+      cc->flags |= AV_CODEC_FLAG_QSCALE;
+      cc->global_quality = FF_QP2LAMBDA * qscale;
+      cc->qmin = cc->qmax = qscale;
+    }
     cc->thread_count = 1;
-    av::check(avcodec_open2(cc.get(), enc, nullptr), "encode jpeg: open MJPEG");
+    av::check(avcodec_open2(cc.get(), enc, nullptr), cat("encode ", what, ": open the encoder"));
     return cc;
   }();
-  av::SwsPtr sws(sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUVJ420P,
+  av::SwsPtr sws(sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, pix,
                                 SWS_BICUBIC | SWS_ACCURATE_RND | SWS_BITEXACT, nullptr, nullptr, nullptr));
-  if (!sws) throw IoError("encode jpeg: swscale rgb24 -> yuvj420p");
+  if (!sws) throw IoError(cat("encode ", what, ": swscale rgb24 -> ", av_get_pix_fmt_name(pix)));
   auto frame = av::make_frame();
-  frame->format = AV_PIX_FMT_YUVJ420P;
+  frame->format = pix;
   frame->width = width;
   frame->height = height;
-  av::check(av_frame_get_buffer(frame.get(), 0), "encode jpeg: frame buffer");
+  av::check(av_frame_get_buffer(frame.get(), 0), cat("encode ", what, ": frame buffer"));
   std::vector<uint8_t> padded;
   fill_frame(sws.get(), rgb, width, height, frame.get(), padded);
   frame->pts = 0;
-  frame->quality = c->global_quality;
-  av::check(avcodec_send_frame(c.get(), frame.get()), "encode jpeg: send");
-  av::check(avcodec_send_frame(c.get(), nullptr), "encode jpeg: flush");
+  if (qscale > 0) frame->quality = c->global_quality;
+  av::check(avcodec_send_frame(c.get(), frame.get()), cat("encode ", what, ": send"));
+  av::check(avcodec_send_frame(c.get(), nullptr), cat("encode ", what, ": flush"));
   auto pkt = av::make_packet();
-  av::check(avcodec_receive_packet(c.get(), pkt.get()), "encode jpeg: receive");
+  av::check(avcodec_receive_packet(c.get(), pkt.get()), cat("encode ", what, ": receive"));
   return std::vector<uint8_t>(pkt->data, pkt->data + pkt->size);
+}
+}  // namespace
+
+std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int qscale) {
+  return encode_still(AV_CODEC_ID_MJPEG, "jpeg", AV_PIX_FMT_YUVJ420P, rgb, width, height, qscale);
+}
+
+std::vector<uint8_t> encode_png(const uint8_t* rgb, int width, int height) {
+  return encode_still(AV_CODEC_ID_PNG, "png", AV_PIX_FMT_RGB24, rgb, width, height, 0);
 }
 
 }  // namespace mcm::io

@@ -1,4 +1,4 @@
-// Encoding RGB24 frames with FFmpeg into memory: H.264 mp4 (libx264), GIF previews, JPEG stills.
+// Encoding RGB24 frames with FFmpeg into memory: H.264 mp4 (libx264), GIF previews, JPEG and PNG stills.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -17,5 +17,7 @@ std::vector<uint8_t> encode_mp4(const uint8_t* rgb, int frames, int width, int h
 std::vector<uint8_t> encode_gif(const uint8_t* rgb, int frames, int width, int height, int fps);
 /// Baseline JPEG via FFmpeg's MJPEG encoder; qscale 2 (best) .. 31.
 std::vector<uint8_t> encode_jpeg(const uint8_t* rgb, int width, int height, int qscale);
+/// Lossless PNG (RGB24) via FFmpeg's PNG encoder: plots and contact sheets.
+std::vector<uint8_t> encode_png(const uint8_t* rgb, int width, int height);
 
 }  // namespace mcm::io

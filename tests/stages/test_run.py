@@ -1,5 +1,5 @@
 """`mcm run` as users run it: every stage in order on 2 ranks under mpiexec into one run folder
-(synth, prep, teacher, distill, the LCM baseline, sample, eval) on a small configuration; a second
+(synth, prep, teacher, distill, the LCM baseline, sample, eval, report) on a small configuration; a second
 run skips every stage; a failing stage stops the run with its name and keeps what was finished,
 and the next run resumes there. Run by ctest (stages.run, label mpi)."""
 import json
@@ -16,7 +16,7 @@ FAST = ["synth.videos=12", "synth.images=8", "synth.image_shards=2", "teacher.ch
         "teacher.steps=10", "distill.steps=4", "distill.lora_rank=4", "distill.lora_alpha=4", "distill.motion_hidden=8",
         "distill.motion_groups=4", "distill.eval_prompts=0", "sample.count=4", "sample.steps=[1,2]",
         "eval.detector_steps=100", "run.threads=1"]
-STAGES = ["synth", "prep", "teacher", "distill", "baseline", "sample", "eval"]
+STAGES = ["synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"]
 
 
 def run(run_dir, sets=(), check=True):
@@ -40,12 +40,12 @@ class Run(unittest.TestCase):
         d = os.path.join(self.tmp, "run")
         p = run(d)
         for k, s in enumerate(STAGES):
-            self.assertIn(f"[mcm run] stage {k + 1}/7: {s} on 2 rank(s)", p.stdout)
-            self.assertIn(f"[mcm run] stage {k + 1}/7: {s} done in", p.stdout)
-        self.assertIn("all 7 stages complete", p.stdout)
+            self.assertIn(f"[mcm run] stage {k + 1}/8: {s} on 2 rank(s)", p.stdout)
+            self.assertIn(f"[mcm run] stage {k + 1}/8: {s} done in", p.stdout)
+        self.assertIn("all 8 stages complete", p.stdout)
         for f in ("teacher/unet/config.json", "distill/student/unet/config.json", "distill_lcm/student/unet/config.json",
                   "sample/student_2step.h5", "sample/baseline_1step.h5", "sample/teacher_ddim_50step.h5",
-                  "sample/previews/student_1step.gif", "eval/metrics.json"):
+                  "sample/previews/student_1step.gif", "eval/metrics.json", "report/index.html", "report/summary.md"):
             self.assertTrue(os.path.exists(os.path.join(d, f)), f)
         with open(os.path.join(d, "eval", "metrics.json")) as f:
             m = json.load(f)
@@ -58,7 +58,7 @@ class Run(unittest.TestCase):
         # Nothing changed: every stage is skipped.
         p = run(d)
         for k, s in enumerate(STAGES):
-            self.assertIn(f"[mcm run] stage {k + 1}/7: {s}: complete (record", p.stdout)
+            self.assertIn(f"[mcm run] stage {k + 1}/8: {s}: complete (record", p.stdout)
 
         # A stage that fails stops the run, names itself, and keeps everything before it. (A
         # changed configuration re-launches every stage; each reuses its outputs the change does
@@ -72,17 +72,17 @@ class Run(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("mcm run: stage eval failed", p.stderr)
         self.assertIn("not a TorchScript file", p.stderr)
-        self.assertIn("[mcm run] stage 6/7: sample done", p.stdout)
+        self.assertIn("[mcm run] stage 6/8: sample done", p.stdout)
         self.assertEqual(os.path.getmtime(weights), before)
         # Back to the first configuration: its records are complete, nothing runs.
         p = run(d)
-        self.assertIn("[mcm run] stage 7/7: eval: complete", p.stdout)
+        self.assertIn("[mcm run] stage 7/8: eval: complete", p.stdout)
         # A lost file: the stage that made it runs again (only that file), and the stages after it.
         os.remove(os.path.join(d, "sample", "student_1step.h5"))
         p = run(d)
-        self.assertIn("[mcm run] stage 5/7: baseline: complete", p.stdout)
-        self.assertIn("[mcm run] stage 6/7: sample on 2 rank(s)", p.stdout)
-        self.assertIn("[mcm run] stage 7/7: eval on 2 rank(s)", p.stdout)
+        self.assertIn("[mcm run] stage 5/8: baseline: complete", p.stdout)
+        self.assertIn("[mcm run] stage 6/8: sample on 2 rank(s)", p.stdout)
+        self.assertIn("[mcm run] stage 7/8: eval on 2 rank(s)", p.stdout)
         self.assertEqual(latest(d, "sample")["sampled"], 1)
 
     def test_bad_pipeline_config(self):

@@ -6,7 +6,9 @@ missing file; a prompt file is read line by line, and its bad lines are refused 
 number. `mcm eval` gives the same FVDs, caption-fidelity scores and frame quality on 1 and 2 ranks,
 with the embedded detectors (trained on the run's clips and stills) or TorchScript ones with I3D's
 and FID Inception's calling conventions, computes CLIP score through a TorchScript CLIP equal to the
-same computation in Python, and records its protocol. Run by ctest (stages.sample, label mpi)."""
+same computation in Python, and records its protocol. `mcm report` turns that into index.html and
+summary.md with every table, PNG plots and GIF grids that PIL reads, lineage by checksum from the
+manifest, and a page that headless Chromium renders with its plots. Run by ctest (stages.sample, label mpi)."""
 import json
 import os
 import shutil
@@ -271,6 +273,10 @@ class Sample(unittest.TestCase):
             want = (100 * (ei.view(n, t, -1) * et.view(n, 1, -1)).sum(2).mean(1)).mean().item()
             self.assertAlmostEqual(r["clip_score"]["mean"], want, delta=1e-4 * abs(want) + 1e-6, msg=name)
             self.assertEqual(r["clip_score"]["clips"], n)
+        # mcm report on this run: every table, plot and grid, lineage from the manifest; it renders in
+        # headless Chromium with its plots loaded.
+        mcm(["report"], run, SMALL + DATA + ["report.grid_prompts=3"])
+        self.check_report(run, ts)
         # Bad CLIP settings: a model without a vocabulary, a module without CLIP's methods.
         p = mcm(["eval"], run, SMALL + DATA + ev + [f"eval.clip_model={json.dumps(clip)}"], check=False)
         self.assertNotEqual(p.returncode, 0)
@@ -288,6 +294,51 @@ class Sample(unittest.TestCase):
                 check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("not a TorchScript file", p.stderr)
+        p = mcm(["report"], empty, SMALL + DATA, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("run `mcm eval` first", p.stderr)
+
+    def check_report(self, run, metrics):
+        from PIL import Image
+        rep = os.path.join(run, "report")
+        with open(os.path.join(rep, "index.html")) as f:
+            html = f.read()
+        with open(os.path.join(rep, "summary.md")) as f:
+            md = f.read()
+        with open(os.path.join(run, "manifest.json")) as f:
+            manifest = json.load(f)
+        sample_sums = {o["path"]: o["checksum"] for r in manifest["records"] if r["stage"] == "sample" for o in r["outputs"]}
+        for name, job in metrics["jobs"].items():
+            self.assertIn(f'id="lineage-{name}"', html)
+            self.assertIn(sample_sums[job["file"]], html)  # each number's sample file, by checksum
+            self.assertIn(f"| {name} |", md)
+        for title in ("FVD (", "CLIP score", "Caption fidelity", "Frame quality", "the paper's table", "Evaluation protocol"):
+            self.assertIn(title, html)
+        self.assertIn("| MCM (student) |", md)
+        self.assertIn("| DDIM (teacher) |", md)
+        self.assertIn("| MCM | 526 | 450 | 456 | 503 |", md)  # the paper's row
+        plots = sorted(os.listdir(os.path.join(rep, "plots")))
+        for want in ("fvd_vs_steps.png", "clip_vs_steps.png", "frame_fd_vs_steps.png", "loss_teacher.png", "loss_distill.png"):
+            self.assertIn(want, plots)
+        for png in plots:
+            with Image.open(os.path.join(rep, "plots", png)) as im:
+                self.assertEqual((im.format, im.size), ("PNG", (800, 400)), png)
+                self.assertIn(f'src="plots/{png}"', html)
+        for steps in (1,):
+            with Image.open(os.path.join(rep, "grids", f"steps_{steps}.gif")) as im:
+                self.assertEqual(im.n_frames, 8)  # one GIF frame per video frame
+                self.assertEqual(im.size[1], 2 * (64 + 4) + 4)  # two methods (teacher DDIM, student) of 16 px x 4
+        self.assertEqual(verify(run).returncode, 0, verify(run).stdout)
+        shot = os.path.join(self.tmp, "report.png")
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        self.assertIsNotNone(chromium, "headless Chromium checks the report: scripts/setup.sh installs it")
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,4000",
+                        f"--screenshot={shot}", "file://" + os.path.join(rep, "index.html")],
+                       check=True, capture_output=True, timeout=120)
+        with Image.open(shot) as im:
+            colours = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
+        self.assertIn((31, 119, 180), colours)  # the plots' first series colour: the PNGs loaded and rendered
+        self.assertIn((242, 242, 242), colours)  # the table headers' background: the stylesheet applied
 
 
 if __name__ == "__main__":
