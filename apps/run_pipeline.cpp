@@ -98,8 +98,9 @@ int run_pipeline(int argc, char** argv) {
   try {
     args = parse_stage_args(argc, argv, 2);
     if (args.help) {
-      std::fprintf(stderr, "usage: mcm run --config FILE [--config OVERLAY]... [--set key=value]...\n"
-                           "runs pipeline.stages in order with pipeline.ranks ranks each, skipping complete ones\n");
+      std::fprintf(stderr, "usage: mcm run --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run]\n"
+                           "runs pipeline.stages in order with pipeline.ranks ranks each, skipping complete ones;\n"
+                           "--dry-run prints which stages are complete and the command of each that would run\n");
       return 0;
     }
     std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
@@ -153,8 +154,6 @@ int run_pipeline(int argc, char** argv) {
       continue;
     }
     upstream_ran = true;
-    std::printf(" on %lld rank(s)\n", static_cast<long long>(ps.ranks));
-    std::fflush(stdout);
     std::vector<std::string> cmd;
     if (ps.ranks > 1) {
       cmd = {ps.launcher, "-n", std::to_string(ps.ranks)};
@@ -164,6 +163,14 @@ int run_pipeline(int argc, char** argv) {
     cmd.push_back(stage);
     for (const auto& c : args.configs) cmd.insert(cmd.end(), {"--config", c});
     for (const auto& s : sets) cmd.insert(cmd.end(), {"--set", s});
+    if (args.dry_run) {  // the plan only: this stage and every one after it would run
+      std::string line;
+      for (const auto& c : cmd) line += (line.empty() ? "" : " ") + c;
+      std::printf(": would run `%s`\n", line.c_str());
+      continue;
+    }
+    std::printf(" on %lld rank(s)\n", static_cast<long long>(ps.ranks));
+    std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
     int rc = 0;
     try {
@@ -183,6 +190,7 @@ int run_pipeline(int argc, char** argv) {
     std::printf("[mcm run] stage %zu/%zu: %s done in %.0f s\n", k + 1, n, name.c_str(), s);
     std::fflush(stdout);
   }
+  if (args.dry_run) return 0;
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
   std::printf("[mcm run] all %zu stages complete in %.0f s: metrics %s, samples and previews %s, manifest %s\n", n, total,
               (run_dir / "eval" / "metrics.json").c_str(), (run_dir / "sample").c_str(), (run_dir / "manifest.json").c_str());

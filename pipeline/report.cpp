@@ -49,6 +49,7 @@ const std::vector<std::pair<std::string, std::string>>& method_labels() {
 std::string label_of(const std::string& method) {
   for (const auto& [k, v] : method_labels())
     if (k == method) return v;
+  if (method.rfind("distill_", 0) == 0) return cat("MCM, ", method.substr(8), " (ablation)");  // sample.ablations
   return method;
 }
 

@@ -101,7 +101,7 @@ StudentSource find_student(const stdfs::path& run_dir, const std::string& dir, c
 // One (method, step count): its file name and how it samples.
 struct Job {
   std::string name;    ///< e.g. "teacher_ddim_4step"
-  std::string method;  ///< "teacher_ddim", "teacher_dpm", "student", "baseline"
+  std::string method;  ///< "teacher_ddim", "teacher_dpm", "student", "baseline", or an ablation's folder
   int64_t steps = 0;
 };
 
@@ -114,6 +114,8 @@ std::vector<Job> jobs_of(const SampleSection& sc) {
     }
     for (auto s : sc.steps) jobs.push_back({cat(m, "_", s, "step"), m, s});
   }
+  for (const auto& a : sc.ablations)
+    for (auto s : sc.steps) jobs.push_back({cat(a, "_", s, "step"), a, s});
   return jobs;
 }
 
@@ -151,6 +153,7 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
     if (m == "student" || m == "baseline")
       students.emplace(m, find_student(run_dir, m == "student" ? sc.student : sc.baseline,
                                        m == "student" ? "sample.student" : "sample.baseline"));
+  for (const auto& a : sc.ablations) students.emplace(a, find_student(run_dir, a, "sample.ablations"));
 
   // What a job's samples depend on beyond its method and step count (which name its file): not
   // sample.methods, sample.steps or the preview settings, so adding a method reuses the others.

@@ -16,6 +16,7 @@ void SampleSection::visit(config::FieldVisitor& v) {
   v("eta", eta);
   v("student", student);
   v("baseline", baseline);
+  v("ablations", ablations);
   v("batch", batch);
   v("previews", previews);
   v("fps", fps);
@@ -41,6 +42,13 @@ void SampleSection::validate(const config::Config&) const {
   for (auto [key, dir] : {std::pair<const char*, const std::string*>{"sample.student", &student}, {"sample.baseline", &baseline}})
     require<ConfigError>(!dir->empty() && dir->find('/') == std::string::npos, key, " = \"", *dir,
                          "\": must be a distill.out folder name under run.dir");
+  for (const auto& a : ablations) {
+    require<ConfigError>(!a.empty() && a.find('/') == std::string::npos && a != "." && a != "..", "sample.ablations holds \"",
+                         a, "\": each must be a distill.out folder name under run.dir");
+    require<ConfigError>(a.rfind("teacher", 0) != 0 && a != "student" && a != "baseline", "sample.ablations holds \"", a,
+                         "\", which names a method; use the folder's distill.out name (e.g. \"distill_raw\")");
+    require<ConfigError>(seen.insert(a).second, "sample.ablations lists \"", a, "\" twice");
+  }
 }
 
 }  // namespace mcm::stages

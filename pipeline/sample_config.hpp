@@ -26,6 +26,10 @@ struct SampleSection {
   double eta = 0.0;                    ///< the teacher's DDIM eta (0: deterministic)
   std::string student = "distill";     ///< distill.out of the MCM student
   std::string baseline = "distill_lcm";  ///< distill.out of the LCM baseline (method "baseline")
+  /// More distilled students, each a distill.out folder sampled like the student at every step
+  /// count under its own name (method "distill_raw", files distill_raw_<n>step.h5): the ablations
+  /// (bench/ablation.sh: motion representations, no mixed trajectories).
+  std::vector<std::string> ablations;
   int64_t batch = 8;                   ///< samples per forward on a rank
   int64_t previews = 8;                ///< samples in each preview grid (GIF and mp4); 0 = none
   int64_t fps = 8;                     ///< frame rate of the previews

@@ -19,8 +19,8 @@ FAST = ["synth.videos=12", "synth.images=8", "synth.image_shards=2", "teacher.ch
 STAGES = ["synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"]
 
 
-def run(run_dir, sets=(), check=True):
-    cmd = [MCM, "run", "--config", TINY, "--set", f"run.dir={run_dir}"]
+def run(run_dir, sets=(), check=True, flags=()):
+    cmd = [MCM, "run", "--config", TINY, "--set", f"run.dir={run_dir}", *flags]
     for s in FAST + list(sets):
         cmd += ["--set", s]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -59,6 +59,16 @@ class Run(unittest.TestCase):
         p = run(d)
         for k, s in enumerate(STAGES):
             self.assertIn(f"[mcm run] stage {k + 1}/8: {s}: complete (record", p.stdout)
+
+        # --dry-run prints the plan and launches nothing: a changed eval setting would re-run eval
+        # and the report, with their commands.
+        records = len(json.load(open(os.path.join(d, "manifest.json")))["records"])
+        p = run(d, ["eval.detector_steps=101"], flags=["--dry-run"])
+        self.assertIn("[mcm run] stage 6/8: sample: complete (record", p.stdout)
+        self.assertIn("[mcm run] stage 7/8: eval: would run `mpiexec -n 2", p.stdout)
+        self.assertIn("[mcm run] stage 8/8: report: would run", p.stdout)
+        self.assertNotIn("done in", p.stdout)
+        self.assertEqual(len(json.load(open(os.path.join(d, "manifest.json")))["records"]), records)
 
         # A stage that fails stops the run, names itself, and keeps everything before it. (A
         # changed configuration re-launches every stage; each reuses its outputs the change does

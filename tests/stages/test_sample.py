@@ -140,12 +140,25 @@ class Sample(unittest.TestCase):
             self.assertIn(msg, p.stderr)
             self.assertIn(name, p.stderr)
 
+    def test_ablation_folders_are_sampled_like_the_student(self):
+        # The LCM baseline's folder as an ablation: the same model from the same noise gives the
+        # same videos as the baseline method, in a file of its own name.
+        run = self.fresh("ablation")
+        sample(run, ["sample.methods=[\"baseline\"]", "sample.steps=[1]", "sample.ablations=[\"distill_lcm\"]"])
+        with h5py.File(os.path.join(run, "sample", "baseline_1step.h5")) as a, \
+                h5py.File(os.path.join(run, "sample", "distill_lcm_1step.h5")) as b:
+            np.testing.assert_array_equal(a["videos"][:], b["videos"][:])
+        with open(os.path.join(run, "sample", "samples.json")) as f:
+            self.assertEqual(json.load(f)["distill_lcm_1step"]["method"], "distill_lcm")
+
     def test_bad_config_and_missing_models(self):
         run = self.fresh("bad")
         for sets, msg in ((["sample.methods=[\"teacher_ddpm\"]"], "sample.methods"),
                           (["sample.steps=[0]"], "sample.steps holds 0"),
                           (["sample.steps=[\"4\"]"], "expected array of integers"),
                           (["sample.guidance=0.5"], "sample.guidance = 0.5"),
+                          (["sample.ablations=[\"student\"]"], "which names a method"),
+                          (["sample.ablations=[\"distill_raw\"]"], "(sample.ablations = \"distill_raw\")"),
                           (["sample.baseline=nowhere", "sample.methods=[\"baseline\"]"], "run `mcm distill` with distill.out = \"nowhere\""),
                           ([f"sample.prompts={json.dumps(os.path.join(self.tmp, 'missing.txt'))}"], "missing.txt")):
             p = sample(run, sets, check=False)
