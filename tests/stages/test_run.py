@@ -60,15 +60,22 @@ class Run(unittest.TestCase):
         for k, s in enumerate(STAGES):
             self.assertIn(f"[mcm run] stage {k + 1}/8: {s}: complete (record", p.stdout)
 
-        # --dry-run prints the plan and launches nothing: a changed eval setting would re-run eval
-        # and the report, with their commands.
-        records = len(json.load(open(os.path.join(d, "manifest.json")))["records"])
+        # --dry-run prints the plan and launches nothing: unchanged, every stage is complete; with a
+        # changed setting every stage would be launched again (skipping goes by the whole config's
+        # hash; each stage then reuses what the change does not affect), each with its command.
+        def records():
+            with open(os.path.join(d, "manifest.json")) as f:
+                return len(json.load(f)["records"])
+        before_records = records()
+        p = run(d, flags=["--dry-run"])
+        self.assertIn("[mcm run] stage 8/8: report: complete (record", p.stdout)
         p = run(d, ["eval.detector_steps=101"], flags=["--dry-run"])
-        self.assertIn("[mcm run] stage 6/8: sample: complete (record", p.stdout)
-        self.assertIn("[mcm run] stage 7/8: eval: would run `mpiexec -n 2", p.stdout)
+        self.assertIn("[mcm run] stage 1/8: synth: would run `mpiexec -n 2", p.stdout)
+        self.assertIn("mcm distill --config", p.stdout)
+        self.assertIn("--set distill.out=distill_lcm`", p.stdout)  # the baseline's own overrides
         self.assertIn("[mcm run] stage 8/8: report: would run", p.stdout)
         self.assertNotIn("done in", p.stdout)
-        self.assertEqual(len(json.load(open(os.path.join(d, "manifest.json")))["records"]), records)
+        self.assertEqual(records(), before_records)
 
         # A stage that fails stops the run, names itself, and keeps everything before it. (A
         # changed configuration re-launches every stage; each reuses its outputs the change does
