@@ -22,11 +22,14 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "bench_util.hpp"
 #include "models/unet3d.hpp"
 #include "models/weights.hpp"
 
 using namespace mcm;
 using Clock = std::chrono::steady_clock;
+
+using mcm::bench::median;
 
 namespace {
 
@@ -50,10 +53,6 @@ models::Unet3DConfig config_for(const std::string& size, const std::string& unet
   return c;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 }  // namespace
 
@@ -135,14 +134,7 @@ int main(int argc, char** argv) try {
       of.push_back(time_it(NoGrad));
       oi.push_back(time_it(Inference));
       ob.push_back(time_it(Train));
-      std::string out;
-      if (FILE* p = ::popen(cmd.str().c_str(), "r")) {
-        char buf[4096];
-        while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-        require<Error>(::pclose(p) == 0, "diffusers side failed: ", cmd.str());
-      }
-      require<Error>(out.find('{') != std::string::npos, "diffusers side printed no result: ", cmd.str());
-      ref = nlohmann::json::parse(out.substr(out.find('{')));
+      ref = bench::run_json(cmd.str());
       rf.push_back(ref["forward_ms"]);
       rb.push_back(ref["forward_backward_ms"]);
       require<Error>(ref["params"].get<int64_t>() == params, "parameter counts differ: ours ", params, ", diffusers ",

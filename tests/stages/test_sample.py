@@ -217,6 +217,9 @@ class Sample(unittest.TestCase):
                 "    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):\n"
                 "        y = x.float() / 255.0 * 2 - 1 if rescale else x.float()\n"
                 "        return torch.cat([y.mean(dim=(2, 3, 4)), y.std(dim=(2, 3, 4))], 1)\n"
+                "class Flat(torch.nn.Module):\n"
+                "    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):\n"
+                "        return x.float().mean(dim=(1, 2, 3, 4))\n"
                 "class I(torch.nn.Module):\n"
                 "    def forward(self, x: torch.Tensor, return_features: bool = False):\n"
                 "        y = x.float() / 255.0\n"
@@ -245,12 +248,13 @@ class Sample(unittest.TestCase):
                 "torch.manual_seed(0)\n"
                 "torch.jit.script(D()).save(sys.argv[1])\n"
                 "torch.jit.script(I()).save(sys.argv[2])\n"
-                "torch.jit.script(Clip()).save(sys.argv[3])\n")
-        det, inc, clip = (os.path.join(self.tmp, n) for n in ("detector.pt", "inception.pt", "clip.pt"))
+                "torch.jit.script(Clip()).save(sys.argv[3])\n"
+                "torch.jit.script(Flat()).save(sys.argv[4])\n")
+        det, inc, clip, flat = (os.path.join(self.tmp, n) for n in ("detector.pt", "inception.pt", "clip.pt", "flat.pt"))
         script = os.path.join(self.tmp, "make_detectors.py")
         with open(script, "w") as f:
             f.write(code)  # TorchScript compiles from source files
-        subprocess.run([sys.executable, script, det, inc, clip], check=True)
+        subprocess.run([sys.executable, script, det, inc, clip, flat], check=True)
         import open_clip.tokenizer
         vocab = open_clip.tokenizer.default_bpe()
         mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(det)}", f"eval.frame_detector={json.dumps(inc)}",
@@ -307,6 +311,9 @@ class Sample(unittest.TestCase):
                 check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("not a TorchScript file", p.stderr)
+        p = mcm(["eval"], run, SMALL + DATA + ev + [f"eval.detector={json.dumps(flat)}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("expected [B, D]", p.stderr)  # a detector with the wrong output shape
         p = mcm(["report"], empty, SMALL + DATA, check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("run `mcm eval` first", p.stderr)
