@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/config.hpp"
 #include "core/error.hpp"
 #include "bench_util.hpp"
 #include "eval/synth_detector.hpp"
@@ -65,8 +64,7 @@ int main(int argc, char** argv) try {
     if (dev.is_cuda()) torch::cuda::synchronize();
   };
   const std::string weights = a.run + "/eval/detector.safetensors", unet_dir = a.run + "/teacher/unet";
-  auto cfg = config::load({MCM_SOURCE_DIR "/configs/tiny.toml"}, {cat("models.teacher.path=\"", unet_dir, "\"")});
-  const auto teacher = stages::find_teacher(cfg, "eval_throughput");
+  const auto teacher = stages::teacher_from_folder(unet_dir, "eval_throughput");
   auto unet = models::load_unet3d(teacher.unet);
   unet->to(dev);
   unet->eval();

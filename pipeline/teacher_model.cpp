@@ -114,12 +114,20 @@ nlohmann::json teacher_scheduler_config(const TeacherSection& t) {
 }
 
 TeacherSource find_teacher(const config::Config& cfg, const std::string& stage) {
-  TeacherSource t;
   const bool embedded = cfg.models.teacher.path.empty();
-  t.unet = embedded ? std::filesystem::path(cfg.run.dir) / "teacher" / "unet" : std::filesystem::path(cfg.models.teacher.path);
-  require<IoError>(std::filesystem::is_regular_file(t.unet / "config.json"), stage, ": no teacher at ", t.unet,
+  const std::filesystem::path unet =
+      embedded ? std::filesystem::path(cfg.run.dir) / "teacher" / "unet" : std::filesystem::path(cfg.models.teacher.path);
+  require<IoError>(std::filesystem::is_regular_file(unet / "config.json"), stage, ": no teacher at ", unet,
                    embedded ? " (models.teacher.path is empty, so the embedded teacher is used): run `mcm teacher` first"
                             : " (models.teacher.path): expected a diffusers unet/ folder with config.json");
+  return teacher_from_folder(unet, stage);
+}
+
+TeacherSource teacher_from_folder(const std::filesystem::path& unet, const std::string& stage) {
+  TeacherSource t;
+  t.unet = unet;
+  require<IoError>(std::filesystem::is_regular_file(t.unet / "config.json"), stage, ": no teacher at ", t.unet,
+                   ": expected a diffusers unet/ folder with config.json");
   t.checksum = models::folder_checksum(t.unet);
   const std::filesystem::path sched = t.unet.parent_path() / "scheduler" / "scheduler_config.json";
   if (std::filesystem::is_regular_file(sched)) {

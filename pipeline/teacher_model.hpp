@@ -48,5 +48,7 @@ struct TeacherSource {
 /// ModelScope's defaults (scaled_linear 0.00085..0.012 over 1000 steps, epsilon). `stage` names
 /// the caller in errors.
 TeacherSource find_teacher(const config::Config& cfg, const std::string& stage);
+/// The same for a given diffusers unet/ folder (its scheduler/ beside it).
+TeacherSource teacher_from_folder(const std::filesystem::path& unet, const std::string& stage);
 
 }  // namespace mcm::stages

@@ -23,6 +23,7 @@ BIN = os.environ.get("MCM_BINARY_DIR", os.path.join(SRC, "build"))
 MCM = os.path.join(BIN, "mcm")
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 TINY = os.path.join(SRC, "configs", "tiny.toml")
+BENCH = os.path.join(os.path.dirname(TINY), "bench.toml")  # the synthetic benchmark's overlay on TINY
 REAL = os.path.join(SRC, "tests", "data", "real", "video2dataset-sample.tar")
 ALL_BROKEN = ["corrupt_mp4", "short_clip", "missing_caption", "bad_utf8_caption", "no_media",
               "zero_byte_jpg", "truncated_jpg", "truncated_tar"]
@@ -30,8 +31,11 @@ ALL_BROKEN = ["corrupt_mp4", "short_clip", "missing_caption", "bad_utf8_caption"
 SMALL = ["synth.videos=16", "synth.images=8", "synth.image_shards=2", "prep.clips_per_video=1"]
 
 
-def mcm(args, run_dir, sets=(), np_=1, check=True, timeout=600):
-    cmd = [MCM] + args + ["--config", TINY, "--set", f"run.dir={run_dir}"]
+def mcm(args, run_dir, sets=(), np_=1, check=True, timeout=600, overlays=()):
+    cmd = [MCM] + args + ["--config", TINY]
+    for o in overlays:
+        cmd += ["--config", o]
+    cmd += ["--set", f"run.dir={run_dir}"]
     for s in sets:
         cmd += ["--set", s]
     if np_ > 1:
@@ -168,7 +172,7 @@ class Pipeline(unittest.TestCase):
 
     def test_planted_broken_samples_are_skipped_and_counted(self):
         d = self.run_dir("broken")
-        sets = ["synth.broken=" + json.dumps(ALL_BROKEN), "synth.videos=48", "prep.clips_per_video=1"]
+        sets = ["synth.broken=" + json.dumps(ALL_BROKEN), "synth.videos=48", "synth.images=32", "prep.clips_per_video=1"]
         mcm(["synth"], d, sets)
         p = mcm(["prep"], d, sets, np_=2)
         rec = latest(d, "prep")
@@ -177,7 +181,7 @@ class Pipeline(unittest.TestCase):
             "bad_caption_utf8": 1, "corrupt_image": 2, "corrupt_video": 1, "missing_caption": 1,
             "no_media": 1, "too_short": 1, "truncated_tar": 1})
         self.assertEqual(rec["counts"]["clips_written"], 48 - 6)
-        self.assertEqual(rec["counts"]["images_written"], 30)
+        self.assertEqual(rec["counts"]["images_written"], 32 - 2)
         # Messages name the file, the key and the rank.
         self.assertRegex(p.stderr, r"skip \(bad_caption_utf8, rank \d\): 00000\.tar:000000001: caption is not valid UTF-8")
         self.assertRegex(p.stderr, r"truncated tar .*00003\.tar.*member \"000030011\.json\"")
