@@ -1,12 +1,15 @@
 """`mcm run` as users run it: every stage in order on 2 ranks under mpiexec into one run folder
 (synth, prep, teacher, distill, the LCM baseline, sample, eval, report) on a small configuration; a second
 run skips every stage; a failing stage stops the run with its name and keeps what was finished,
-and the next run resumes there. Run by ctest (stages.run, label mpi)."""
+and the next run resumes there; a run killed in the middle of a stage resumes that stage from its
+checkpoint. Run by ctest (stages.run, label mpi)."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 from test_pipeline import MCM, TINY, latest, verify
@@ -101,6 +104,36 @@ class Run(unittest.TestCase):
         self.assertIn("[mcm run] stage 6/8: sample on 2 rank(s)", p.stdout)
         self.assertIn("[mcm run] stage 7/8: eval on 2 rank(s)", p.stdout)
         self.assertEqual(latest(d, "sample")["sampled"], 1)
+
+    def test_a_run_killed_mid_stage_resumes_from_the_stage_checkpoint(self):
+        # `mcm run` and every rank under it killed (SIGKILL to the session) after distill's first
+        # checkpoint: the same command skips the finished stages and distill resumes from its
+        # checkpoint rather than from step 0.
+        d = os.path.join(self.tmp, "killed")
+        sets = ["distill.steps=60", "train.checkpoint_every=10", 'pipeline.stages=["synth","prep","teacher","distill"]']
+        cmd = [MCM, "run", "--config", TINY, "--set", f"run.dir={d}"]
+        for x in FAST + sets:
+            cmd += ["--set", x]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        done = os.path.join(d, "distill", "checkpoints", "step-00000010", "DONE")
+        deadline = time.time() + 600
+        try:
+            while not os.path.exists(done):
+                self.assertIsNone(p.poll(), "mcm run ended before distill's first checkpoint")
+                self.assertLess(time.time(), deadline, "no distill checkpoint within 10 minutes")
+                time.sleep(0.05)
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        self.assertEqual(latest(d, "distill")["status"], "running")  # killed: its record never closed
+        p = run(d, sets)
+        self.assertIn("[mcm run] stage 3/4: teacher: complete (record", p.stdout)
+        self.assertIn("[mcm run] stage 4/4: distill done in", p.stdout)
+        rec = latest(d, "distill")
+        self.assertEqual(rec["status"], "complete")
+        self.assertEqual(rec["steps"], 60)
+        self.assertGreaterEqual(rec["resumed_from"], 10)
+        self.assertEqual(verify(d).returncode, 0, verify(d).stdout)
 
     def test_bad_pipeline_config(self):
         d = os.path.join(self.tmp, "bad")
