@@ -44,24 +44,6 @@ namespace stdfs = std::filesystem;
 constexpr const char* kEvalCodeVersion = "2";
 MCM_CONFIG_SECTION(EvalSection);
 
-// Every rank's float64 moment sums, added in rank order (the same on every rank).
-eval::FeatureStats gather(const eval::FeatureStats& mine, int64_t dim, const dist::DistContext& ctx) {
-  std::string bytes;
-  if (mine.count > 0) {
-    auto f = mine.flat().contiguous();
-    bytes.assign(reinterpret_cast<const char*>(f.data_ptr<double>()), static_cast<size_t>(f.numel()) * sizeof(double));
-  }
-  torch::Tensor total;
-  for (const auto& part : ctx.allgather(bytes)) {
-    if (part.empty()) continue;
-    auto t = torch::from_blob(const_cast<char*>(part.data()), {static_cast<int64_t>(part.size() / sizeof(double))},
-                              torch::kFloat64).clone();
-    total = total.defined() ? total + t : t;
-  }
-  require<DataError>(total.defined(), "eval: no features on any rank");
-  return eval::FeatureStats::from_flat(total, dim);
-}
-
 // Every rank's float64 sums, added in rank order (the same on every rank).
 std::vector<double> sum_over_ranks(const std::vector<double>& mine, const dist::DistContext& ctx) {
   std::vector<double> total(mine.size(), 0.0);
@@ -73,6 +55,19 @@ std::vector<double> sum_over_ranks(const std::vector<double>& mine, const dist::
     for (size_t i = 0; i < total.size(); ++i) total[i] += d[i];
   }
   return total;
+}
+
+// Every rank's float64 moment sums (a rank without features adds zeros), added in rank order.
+eval::FeatureStats gather(const eval::FeatureStats& mine, int64_t dim, const dist::DistContext& ctx) {
+  std::vector<double> flat(static_cast<size_t>(1 + dim + dim * dim), 0.0);
+  if (mine.count > 0) {
+    auto f = mine.flat().contiguous();
+    require<DataError>(f.numel() == static_cast<int64_t>(flat.size()), "eval: features of width ", mine.dim(), ", expected ", dim);
+    std::copy(f.data_ptr<double>(), f.data_ptr<double>() + f.numel(), flat.begin());
+  }
+  auto total = sum_over_ranks(flat, ctx);
+  require<DataError>(total[0] > 0, "eval: no features on any rank");
+  return eval::FeatureStats::from_flat(torch::tensor(total, torch::kFloat64), dim);
 }
 
 eval::FrameQualityStats gather(const eval::FrameQualityStats& q, const dist::DistContext& ctx) {
@@ -119,9 +114,10 @@ struct SetStats {
 };
 
 struct Detectors {
-  eval::VideoDetector* video = nullptr;
+  eval::VideoDetector* video = nullptr;   ///< null: no video features
   eval::ImageDetector* frames = nullptr;  ///< null: no image set, no frame metrics
   eval::ClipScorer* clip = nullptr;       ///< null: no CLIP score
+  bool fidelity = false;                  ///< analyse synthetic-world prompts' clips
 };
 
 // Rows rank, rank + world, ... of `n` clips given by `row(i)` (uint8 [T, H, W, 3]) with their
@@ -150,12 +146,13 @@ SetStats my_stats(const Detectors& det, int64_t n, const std::function<torch::Te
   for (int64_t i = ctx.rank(); i < n; i += ctx.world_size()) {
     auto clip = row(i).contiguous();
     const auto p = prompt(i);
-    eval::ClipAttributes want;
-    bool synthetic = true;
-    try {
-      want = eval::parse_caption(p);
-    } catch (const Error&) {
-      synthetic = false;  // not a synthetic-world caption: no ground truth to score against
+    bool synthetic = det.fidelity;
+    if (synthetic) {
+      try {
+        eval::parse_caption(p);
+      } catch (const Error&) {
+        synthetic = false;  // not a synthetic-world caption: no ground truth to score against
+      }
     }
     if (synthetic) {
       auto a = eval::analyse_clip(clip.data_ptr<uint8_t>(), static_cast<int>(clip.size(0)), static_cast<int>(clip.size(2)),
@@ -209,9 +206,7 @@ int run_eval(const config::Config& cfg, const dist::DistContext& ctx) {
   // The high-quality stills of frame quality: prep's image shards when it wrote them.
   std::optional<ShardInfo> image_info;
   std::string have_images;
-  if (ctx.is_root())
-    for (const auto& f : fs::list_dir(run_dir / "prep"))
-      if (f.rfind("image-", 0) == 0 && f.size() > 3 && f.compare(f.size() - 3, 3, ".h5") == 0) have_images = "1";
+  if (ctx.is_root() && !latent_shard_names(run_dir / "prep", "image").empty()) have_images = "1";
   if (!ctx.broadcast(have_images).empty()) image_info = read_latent_shards(ctx, run_dir / "prep", "eval", "image");
   StageRun stage("eval", kEvalCodeVersion, cfg, ctx, {"eval", "models", "run.seed"});
   if (ctx.is_root()) fs::make_dirs(out);
@@ -307,7 +302,7 @@ int run_eval(const config::Config& cfg, const dist::DistContext& ctx) {
   // Reference statistics: the real clips (video features, and their frames' quality against the
   // stills: the rules' validation and the scale), the stills themselves.
   const int64_t dim = det->features(real.slice(0, 0, 1)).size(1);
-  const Detectors ref_det{det.get(), frame_det.get(), nullptr};
+  const Detectors ref_det{det.get(), frame_det.get(), nullptr, false};
   auto ref = my_stats(ref_det, n_real, [&](int64_t i) { return real[i]; }, [&](int64_t i) { return real_captions[static_cast<size_t>(i)]; },
                       ec.batch, ctx);
   auto real_stats = gather(ref.video, dim, ctx);
@@ -316,16 +311,13 @@ int run_eval(const config::Config& cfg, const dist::DistContext& ctx) {
   json reference_quality;
   if (frame_det) {
     fdim = frame_det->features(stills.slice(0, 0, 1)).size(1);
-    eval::FeatureStats mine;
-    eval::FrameQualityStats q;
-    for (int64_t i = ctx.rank(); i < stills.size(0); i += ctx.world_size()) {
-      mine.add(frame_det->features(stills.slice(0, i, i + 1)));
-      q.add(eval::analyse_frame(stills[i].contiguous().data_ptr<uint8_t>(), static_cast<int>(stills.size(2)),
-                                static_cast<int>(stills.size(1))));
-    }
-    still_stats = gather(mine, fdim, ctx);
+    // The stills as one-frame clips, through the frame detector and the frame rules only.
+    const Detectors still_det{nullptr, frame_det.get(), nullptr, false};
+    auto st = my_stats(still_det, stills.size(0), [&](int64_t i) { return stills[i].unsqueeze(0); },
+                       [&](int64_t i) { return image_captions[static_cast<size_t>(i)]; }, ec.batch, ctx);
+    still_stats = gather(st.frames, fdim, ctx);
     auto ref_frames = gather(ref.frames, fdim, ctx);
-    reference_quality = {{"stills", gather(q, ctx).to_json()},
+    reference_quality = {{"stills", gather(st.quality, ctx).to_json()},
                          {"videos", {{"frame_fd", eval::frechet_distance(ref_frames, still_stats, "reference frames vs the stills")}}}};
     reference_quality["videos"].update(gather(ref.quality, ctx).to_json());
     if (ctx.is_root())
@@ -334,7 +326,7 @@ int run_eval(const config::Config& cfg, const dist::DistContext& ctx) {
   }
 
   json results = json::object();
-  const Detectors job_det{det.get(), frame_det.get(), clip.get()};
+  const Detectors job_det{det.get(), frame_det.get(), clip.get(), true};
   for (auto& [name, job] : jobs.items()) {
     const stdfs::path file = run_dir / job.at("file").get<std::string>();
     io::VideoSampleReader r(file);

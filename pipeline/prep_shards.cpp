@@ -12,6 +12,15 @@ namespace mcm::stages {
 using json = nlohmann::json;
 namespace stdfs = std::filesystem;
 
+std::vector<std::string> latent_shard_names(const stdfs::path& prep_dir, const std::string& kind) {
+  std::vector<std::string> names;
+  if (stdfs::is_directory(prep_dir))
+    for (auto& n : fs::list_dir(prep_dir))
+      if (n.rfind(kind + "-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 ShardInfo read_latent_shards(const dist::DistContext& ctx, const stdfs::path& prep_dir, const std::string& stage,
                              const std::string& kind) {
   require<ConfigError>(kind == "video" || kind == "image", stage, ": no shard kind \"", kind, "\"");
@@ -20,11 +29,7 @@ ShardInfo read_latent_shards(const dist::DistContext& ctx, const stdfs::path& pr
   if (ctx.is_root()) {
     try {
       json j{{"shards", json::array()}, {"captions", json::array()}};
-      std::vector<std::string> names;
-      if (stdfs::is_directory(prep_dir))
-        for (auto& n : fs::list_dir(prep_dir))
-          if (n.rfind(kind + "-", 0) == 0 && stdfs::path(n).extension() == ".h5") names.push_back(n);
-      std::sort(names.begin(), names.end());
+      const std::vector<std::string> names = latent_shard_names(prep_dir, kind);
       require<IoError>(!names.empty(), stage, ": no ", kind, " latent shards (prep/", kind, "-*.h5) in ", prep_dir,
                        video ? ": run `mcm prep` first" : ": run `mcm prep` with prep.encode_images = true and image shards");
       std::string sums;

@@ -26,6 +26,9 @@ struct ShardInfo {
   std::set<std::string> captions;
 };
 
+/// The file names of prep/<kind>-*.h5 in `prep_dir`, sorted; empty when there are none (or no folder).
+std::vector<std::string> latent_shard_names(const std::filesystem::path& prep_dir, const std::string& kind);
+
 /// prep/<kind>-*.h5 with kind "video" or "image". Collective. IoError naming `stage` and the folder
 /// when there are none (run prep first) or one cannot be read; DataError when they hold latents of
 /// the other kind.
