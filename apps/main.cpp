@@ -5,6 +5,7 @@
 
 #include "apps/cli.hpp"
 #include "apps/run_pipeline.hpp"
+#include "apps/slurm.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -16,9 +17,10 @@ namespace {
 using Stage = mcm::stages::StageDef;
 
 void usage() {
-  std::fprintf(stderr, "usage: mcm <stage> --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run]\n"
+  std::fprintf(stderr, "usage: mcm <stage> --config FILE [--config OVERLAY]... [--set key=value]... [--dry-run] [--part I/N]\n"
                        "       mcm run --config FILE [--set key=value]...   (every stage in order)\n"
-                       "       mcm manifest verify RUN_DIR\n       mcm manifest show RUN_DIR [OUTPUT]\n\nstages:\n");
+                       "       mcm manifest verify RUN_DIR\n       mcm manifest show RUN_DIR [OUTPUT]\n"
+                       "       mcm slurm plan|submitted ...   (slurm/submit.sh's helpers)\n\nstages:\n");
   for (auto& s : mcm::stages::stage_table()) std::fprintf(stderr, "  %-10s %s\n", s.name.c_str(), s.help.c_str());
 }
 
@@ -29,6 +31,9 @@ int run_stage(const Stage& st, int argc, char** argv) {
     if (args.help) { usage(); return 0; }
     std::vector<std::filesystem::path> files(args.configs.begin(), args.configs.end());
     cfg = mcm::config::load(files, args.sets);
+    if (args.part_count > 1 && !st.splits)
+      throw mcm::ConfigError(mcm::cat("--part: ", st.name, " does not split its work into parts (prep does)"));
+    cfg.part = {args.part_index, args.part_count};
     if (args.dry_run) {
       std::cout << cfg.to_toml();
       return 0;
@@ -77,6 +82,7 @@ int main(int argc, char** argv) {
   }
   if (!std::strcmp(argv[1], "manifest")) return run_manifest(argc, argv);
   if (!std::strcmp(argv[1], "run")) return mcm::app::run_pipeline(argc, argv);
+  if (!std::strcmp(argv[1], "slurm")) return mcm::app::run_slurm(argc, argv);
   if (const Stage* s = mcm::stages::find_stage(argv[1])) return run_stage(*s, argc, argv);
   std::fprintf(stderr, "mcm: unknown stage \"%s\"\n", argv[1]);
   usage();

@@ -18,9 +18,10 @@
 #include <iostream>
 
 #include "apps/cli.hpp"
+#include "apps/plan.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
-#include "core/manifest.hpp"
+#include "stages/stage_table.hpp"
 
 extern char** environ;
 
@@ -28,28 +29,6 @@ namespace mcm::app {
 namespace {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
-
-struct PipelineSection {
-  static constexpr const char* kName = "pipeline";
-  int64_t ranks = 2;                                   ///< processes per stage (1: no launcher)
-  std::string launcher = "mpiexec";                    ///< MPI launcher for ranks > 1
-  std::vector<std::string> launcher_args{"--oversubscribe"};  ///< passed before the program
-  std::vector<std::string> stages{"synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"};
-
-  void visit(config::FieldVisitor& v) {
-    v("ranks", ranks);
-    v("launcher", launcher);
-    v("launcher_args", launcher_args);
-    v("stages", stages);
-  }
-  void validate(const config::Config&) const {
-    config::require_positive(ranks, "pipeline.ranks");
-    require<ConfigError>(!stages.empty(), "pipeline.stages is empty");
-    for (const auto& s : stages)
-      config::require_one_of(s, "pipeline.stages", {"synth", "prep", "teacher", "distill", "baseline", "sample", "eval", "report"});
-  }
-};
-MCM_CONFIG_SECTION(PipelineSection);
 
 std::string self_exe() {
   std::error_code ec;
@@ -72,24 +51,6 @@ int spawn_wait(const std::vector<std::string>& args) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// The latest complete record of `stage` run with this configuration, whose outputs are all on
-// disk with their recorded sizes; null when there is none.
-const json* complete_record(const json& doc, const std::string& stage, const std::string& config_hash, const stdfs::path& run_dir) {
-  const json* found = nullptr;
-  if (!doc.contains("records")) return nullptr;
-  for (const auto& r : doc.at("records"))  // by reference: found points into doc
-    if (r.value("stage", "") == stage && r.value("config_hash", "") == config_hash) found = &r;
-  if (!found || found->value("status", "") != "complete") return nullptr;
-  if (!found->contains("outputs")) return found;
-  for (const auto& o : found->at("outputs")) {
-    if (o.value("retention", "") == "rolling") continue;  // checkpoints come and go
-    std::error_code ec;
-    const auto bytes = stdfs::file_size(run_dir / o.value("path", ""), ec);
-    if (ec || bytes != o.value("bytes", uint64_t{0})) return nullptr;
-  }
-  return found;
-}
-
 }  // namespace
 
 int run_pipeline(int argc, char** argv) {
@@ -103,6 +64,7 @@ int run_pipeline(int argc, char** argv) {
                            "--dry-run prints which stages are complete and the command of each that would run\n");
       return 0;
     }
+    require<ConfigError>(args.part_count == 1, "--part is for one prep task, not for mcm run");
     std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
     cfg = config::load(files, args.sets);
   } catch (const Error& e) {
@@ -111,58 +73,33 @@ int run_pipeline(int argc, char** argv) {
   }
   const auto& ps = cfg.section<PipelineSection>();
   const stdfs::path run_dir = cfg.run.dir;
+  std::vector<PlannedStage> plan;
+  try {
+    plan = plan_pipeline(args, cfg);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mcm run: %s\n", e.what());
+    return dynamic_cast<const ConfigError*>(&e) ? 2 : 1;
+  }
   const std::string exe = self_exe();
   const auto t_run = std::chrono::steady_clock::now();
-  const size_t n = ps.stages.size();
-  bool upstream_ran = false;
+  const size_t n = plan.size();
   for (size_t k = 0; k < n; ++k) {
-    const std::string& name = ps.stages[k];
-    const std::string stage = name == "baseline" ? "distill" : name;
-    std::vector<std::string> sets = args.sets;
-    if (name == "baseline") {
-      // MCM.md's LCM baseline: the same distillation without the motion head or the discriminator.
-      const std::string out = cfg.to_json()["sample"]["baseline"].get<std::string>();
-      for (const char* s : {"distill.motion=raw", "distill.disc_weight=0"}) sets.emplace_back(s);
-      sets.push_back("distill.out=" + out);
-    }
-    std::string config_hash = cfg.hash();  // the baseline's own overrides give it its own
-    try {
-      if (name == "baseline") {
-        std::vector<stdfs::path> files(args.configs.begin(), args.configs.end());
-        config_hash = config::load(files, sets).hash();
-      }
-    } catch (const Error& e) {
-      std::fprintf(stderr, "mcm run: %s: %s\n", name.c_str(), e.what());
-      return 2;
-    }
-    json doc;
-    if (stdfs::exists(run_dir / "manifest.json")) {
-      try {
-        doc = manifest::Manifest(run_dir).read();
-      } catch (const Error& e) {
-        std::fprintf(stderr, "mcm run: %s\n", e.what());
-        return 1;
-      }
-    }
+    const PlannedStage& p = plan[k];
+    const std::string& name = p.name;
     std::printf("[mcm run] stage %zu/%zu: %s", k + 1, n, name.c_str());
-    // Skipped only while everything before it was: once a stage runs, the ones after it run too
-    // (each reuses its own outputs that are still up to date, and redoes the rest).
-    const json* done = doc.is_null() || upstream_ran ? nullptr : complete_record(doc, stage, config_hash, run_dir);
-    if (const json* r = done) {
-      std::printf(": complete (record %s), skipped\n", r->value("id", "?").c_str());
+    if (p.complete) {
+      std::printf(": complete (record %s), skipped\n", p.record.c_str());
       std::fflush(stdout);
       continue;
     }
-    upstream_ran = true;
     std::vector<std::string> cmd;
     if (ps.ranks > 1) {
       cmd = {ps.launcher, "-n", std::to_string(ps.ranks)};
       cmd.insert(cmd.end(), ps.launcher_args.begin(), ps.launcher_args.end());
     }
     cmd.push_back(exe);
-    cmd.push_back(stage);
-    for (const auto& c : args.configs) cmd.insert(cmd.end(), {"--config", c});
-    for (const auto& s : sets) cmd.insert(cmd.end(), {"--set", s});
+    cmd.push_back(p.stage);
+    cmd.insert(cmd.end(), p.args.begin(), p.args.end());
     if (args.dry_run) {  // the plan only: this stage and every one after it would run
       std::string line;
       for (const auto& c : cmd) line += (line.empty() ? "" : " ") + c;
@@ -180,6 +117,13 @@ int run_pipeline(int argc, char** argv) {
       return 1;
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rc == stages::kExitInterrupted) {
+      std::fprintf(stderr,
+                   "mcm run: stage %s was stopped by a signal after %.0f s and checkpointed; run the same command "
+                   "again to resume it\n",
+                   name.c_str(), s);
+      return rc;
+    }
     if (rc != 0) {
       std::fprintf(stderr,
                    "mcm run: stage %s failed (exit %d) after %.0f s; finished stages and files are kept: fix the cause "

@@ -1,5 +1,7 @@
 // `mcm prep`: tar shards -> HDF5 latent shards. Rank 0 lists the inputs once and broadcasts the
-// list; shard i goes to rank i % world. Each output is named after its input shard
+// list; shard i goes to rank i % world. With `--part I/N` (one task of slurm/prep.sbatch's job
+// array) the process group takes the I-th of N contiguous ranges of the list (videos, then
+// images) and records the part, so the N records together make the stage complete. Each output is named after its input shard
 // (prep/video-<stem>.h5, beside it <stem>'s skip log), so outputs stay valid when shards are
 // added or removed and any world size writes the same files. Sample faults are skipped and
 // logged per sample; a shard that cannot be read fails the stage (after the other shards
@@ -131,6 +133,13 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
 
   std::vector<ShardJob> jobs = make_jobs(out_dir, videos, true), image_jobs = make_jobs(out_dir, images, false);
   jobs.insert(jobs.end(), image_jobs.begin(), image_jobs.end());
+  // This part's contiguous range; a part past the end of a short list has nothing to do.
+  const auto [part, parts] = cfg.part;
+  const int64_t total = static_cast<int64_t>(jobs.size());
+  const int64_t lo = total * part / parts, hi = total * (part + 1) / parts;
+  jobs = std::vector<ShardJob>(jobs.begin() + lo, jobs.begin() + hi);
+  if (ctx.is_root() && parts > 1)
+    log::info("prep: part ", part, " of ", parts, ": shards ", lo, "..", hi - 1, " of ", total, hi == lo ? " (none)" : "");
   int64_t mine = 0;
   for (size_t j = 0; j < jobs.size(); ++j) mine += static_cast<int>(j % ctx.world_size()) == ctx.rank();
   if (ctx.is_root())
@@ -193,6 +202,7 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
   json fields = all_unreadable.empty()
                     ? json::object()
                     : json{{"failed_shards", all_unreadable}, {"max_failed_shards", p.max_failed_shards}};
+  if (parts > 1) fields["part"] = {{"index", part}, {"count", parts}, {"first_shard", lo}, {"end_shard", hi}, {"shards", total}};
   bool ok = stage.finish(failed, fields);
   if (ctx.is_root()) {
     if (accepted && !all_unreadable.empty())
@@ -206,6 +216,6 @@ int run_prep(const config::Config& cfg, const dist::DistContext& ctx) {
   return ok ? 0 : 1;
 }
 
-MCM_STAGE("prep", 20, run_prep, "decode and encode tar shards into HDF5 latent shards");
+MCM_SPLIT_STAGE("prep", 20, run_prep, "decode and encode tar shards into HDF5 latent shards");
 
 }  // namespace mcm::stages

@@ -321,7 +321,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   if (res.stop_signal != 0) {
     stage.finish({}, {{"status", "interrupted"},
                       {"interrupted", {{"signal", StopSignals::name(res.stop_signal)}, {"step", res.step}}}});
-    return 0;
+    return kExitInterrupted;  // checkpointed: the same command resumes (slurm/lib.sh requeues on it)
   }
 
   // What the outputs were made from: StageRun::reusable matches this checksum on the next run.

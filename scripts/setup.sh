@@ -15,6 +15,7 @@ APT_PACKAGES=(
   libopenblas0-pthread python3-venv libicu-dev zlib1g-dev
   clang libclang-rt-dev
   chromium   # tests: headless check that mcm report's page renders (tests/stages/test_sample.py)
+  slurm-wlm  # tests: slurm/ on a real single-node Slurm with munge (tests/slurm/cluster.py)
 )
 # torch (pinned at 2.11.0 for the whole project) and the reference libraries, with hashes; edit
 # scripts/requirements.in and regenerate the lock as its header says.

@@ -273,7 +273,7 @@ Config::Config() {
   for (auto& [name, make] : factories()) sections_[name] = make();
 }
 
-Config::Config(const Config& o) : run(o.run), models(o.models), sources(o.sources) {
+Config::Config(const Config& o) : run(o.run), models(o.models), sources(o.sources), part(o.part) {
   for (auto& [name, s] : o.sections_) sections_[name] = s->clone();
 }
 
@@ -328,7 +328,11 @@ std::string Config::to_toml() const {
 
 std::string Config::hash(const std::vector<std::string>& parts) const {
   nlohmann::json all = to_json();
-  if (parts.empty()) return checksum::of_bytes(all.dump());
+  if (parts.empty()) {
+    for (auto& [name, sec] : sections_)
+      if (sec->launch_only()) all.erase(name);
+    return checksum::of_bytes(all.dump());
+  }
   nlohmann::json sel = nlohmann::json::object();
   for (auto& p : parts) {
     // A key that names nothing would hash as null and silently stop guarding the outputs.

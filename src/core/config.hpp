@@ -76,6 +76,9 @@ class SectionBase {
   virtual void visit(FieldVisitor& v) = 0;
   virtual void validate(const Config& cfg) const = 0;
   virtual std::unique_ptr<SectionBase> clone() const = 0;
+  /// True for sections that only say how stages are launched (`static constexpr bool kLaunchOnly
+  /// = true` in S: [pipeline], [slurm]); Config::hash() leaves them out.
+  virtual bool launch_only() const = 0;
 };
 
 template <class S>
@@ -85,6 +88,10 @@ class Section final : public SectionBase {
   void visit(FieldVisitor& v) override { value.visit(v); }
   void validate(const Config& cfg) const override { value.validate(cfg); }
   std::unique_ptr<SectionBase> clone() const override { return std::make_unique<Section<S>>(*this); }
+  bool launch_only() const override {
+    if constexpr (requires { S::kLaunchOnly; }) return S::kLaunchOnly;
+    else return false;
+  }
 };
 
 /// Adds a section to every Config made afterwards. Called at static-initialisation time by
@@ -107,6 +114,12 @@ struct Config {
   RunSection run;
   ModelsSection models;
   std::vector<std::string> sources;  ///< files and --set overrides it came from, in order
+  /// This process's share of a stage's work: part `index` of `count` (`mcm prep --part I/N`, one
+  /// task of a Slurm job array). How the work is launched, like the world size: not a key of the
+  /// configuration and not in its hash, so every part's record has the same config hash.
+  struct Part {
+    int64_t index = 0, count = 1;
+  } part;
 
   /// Every registered section, with its documented defaults.
   Config();
@@ -130,8 +143,9 @@ struct Config {
   /// The resolved configuration as JSON (for the manifest) and as TOML (for --dry-run).
   nlohmann::json to_json() const;
   std::string to_toml() const;
-  /// Hash of the whole config, or of the listed top-level sections / dotted keys only (an
-  /// unknown one is a ConfigError).
+  /// Hash of the whole config but its launch-only sections (what can change a stage's outputs:
+  /// resubmitting with another partition or rank count leaves it as it was), or of the listed
+  /// top-level sections / dotted keys only (an unknown one is a ConfigError).
   std::string hash(const std::vector<std::string>& parts = {}) const;
 
   /// The registered sections by name (for walking every field).

@@ -266,6 +266,39 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
   });
 }
 
+void Manifest::reopen_record(const std::string& record_id, const json& attempt) {
+  fs::make_dirs(dir_);
+  fs::FileLock lock(dir_ / "manifest.json.lock");
+  json doc = read_stored();
+  json* r = find_mut(doc, record_id);
+  require<DataError>(r != nullptr, "manifest ", path(), ": no record ", record_id);
+  std::vector<JournalFile> mine;
+  for (auto& j : list_journals(journal_dir()))
+    if (j.id == record_id) mine.push_back(j);
+  std::sort(mine.begin(), mine.end(), [](const JournalFile& a, const JournalFile& b) { return a.rank < b.rank; });
+  if (!merged(*r)) {
+    // A killed attempt's entries: folded and marked merged in one atomic write first, so a crash
+    // before the journals are gone leaves leftovers that are ignored, never folded twice.
+    for (auto& j : mine) append_outputs(*r, read_journal(j.path).entries);
+    (*r)["journals"] = "merged";
+    fs::write_atomic(path(), doc.dump(2) + "\n");
+  }
+  bool removed = false;
+  for (auto& j : mine) removed |= fs::remove_file(j.path);
+  if (removed) fs::fsync_dir(journal_dir());
+  // Open again: new journals (fresh files, counted from zero) will be folded in at close.
+  r->erase("journals");
+  r->erase("ended");
+  r->erase("interrupted");  // the attempt that stopped keeps it (StageRun::finish)
+  (*r)["status"] = "running";
+  for (const char* k : {"world_size", "hosts", "slurm"})
+    if (attempt.contains(k)) (*r)[k] = attempt[k];
+  if (!r->contains("attempts") || !(*r)["attempts"].is_array()) (*r)["attempts"] = json::array();
+  (*r)["attempts"].push_back(attempt);
+  doc["schema_version"] = kSchemaVersion;
+  fs::write_atomic(path(), doc.dump(2) + "\n");
+}
+
 void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f,
                             const std::vector<int64_t>& appended) {
   fs::make_dirs(dir_);
@@ -370,6 +403,26 @@ void describe(std::ostringstream& os, const json& r, const std::string& indent) 
   if (r.contains("skipped") && !r["skipped"].empty()) os << indent << "  skipped " << r["skipped"].dump() << "\n";
   os << indent << "  inputs " << r.value("inputs", json::array()).size() << ", outputs "
      << r.value("outputs", json::array()).size() << "\n";
+  if (r.contains("part")) os << indent << "  part " << r["part"].dump() << "\n";
+  // Every job that worked on the record (Note [attempts] in stages/stage_run.cpp).
+  const json attempts = r.value("attempts", json::array());
+  for (size_t a = 0; a < attempts.size(); ++a) {
+    const json& at = attempts[a];
+    const json sl = at.value("slurm", json::object());
+    os << indent << "  attempt " << a + 1 << ": " << at.value("status", "running?") << "  started " << at.value("started", "?")
+       << "  ended " << at.value("ended", "-") << "  world " << at.value("world_size", 0);
+    if (sl.contains("SLURM_JOB_ID"))
+      os << "  slurm job "
+         << (sl.contains("SLURM_ARRAY_JOB_ID")
+                 ? cat(sl.value("SLURM_ARRAY_JOB_ID", ""), "_", sl.value("SLURM_ARRAY_TASK_ID", ""), " (", sl.value("SLURM_JOB_ID", ""), ")")
+                 : sl.value("SLURM_JOB_ID", ""))
+         << " restart " << sl.value("SLURM_RESTART_COUNT", "0") << " on "
+         << sl.value("SLURM_JOB_NODELIST", "?");
+    if (at.contains("interrupted")) os << "  stopped by " << at["interrupted"].dump();
+    os << "\n";
+  }
+  if (r.contains("errors"))
+    for (auto& e : r["errors"]) os << indent << "  error: " << (e.is_string() ? e.get<std::string>() : e.dump()) << "\n";
 }
 }  // namespace
 
@@ -377,7 +430,15 @@ std::string show(const stdfs::path& run_dir, const std::string& output) {
   json doc = Manifest(run_dir).read();
   std::ostringstream os;
   if (output.empty()) {
-    os << "manifest " << (run_dir / "manifest.json").string() << ": " << doc["records"].size() << " records\n";
+    os << "manifest " << (run_dir / "manifest.json").string() << ": " << doc.value("records", json::array()).size()
+       << " records\n";
+    for (auto& sub : doc.value("submissions", json::array())) {  // slurm/submit.sh (mcm slurm submitted)
+      os << "submitted " << sub.value("time", "?") << " by " << sub.value("user", "?") << ", config " << sub.value("config_hash", "?")
+         << ":";
+      const json jobs = sub.value("jobs", json::object());  // named: items() of a temporary would dangle
+      for (auto& [k, v] : jobs.items()) os << " " << k << "=" << (v.is_string() ? v.get<std::string>() : v.dump());
+      os << "\n";
+    }
     for (auto& r : doc["records"]) describe(os, r, "");
     return os.str();
   }

@@ -36,6 +36,8 @@ c10::Device rank_device(const dist::DistContext& ctx) {
 
 int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx) {
   if (cfg.run.threads > 0) return static_cast<int>(cfg.run.threads);
+  // Under Slurm the rank's share is what it was given (--cpus-per-task), not the node's cores.
+  if (const char* c = std::getenv("SLURM_CPUS_PER_TASK"); c && std::atoi(c) > 0) return std::atoi(c);
   unsigned hw = std::max(1u, std::thread::hardware_concurrency());
   return std::max(1, static_cast<int>(hw) / std::max(1, ctx.local_size()));
 }
@@ -53,13 +55,44 @@ void add_counts(json& a, const json& b) {
 }
 
 namespace {
+// Note [attempts]: one record per piece of work, however many jobs it takes. A record whose
+// work stopped early is continued by the next run of the same work instead of a new record
+// beside it: its attempts list every job (start, end, status, hosts, Slurm job and restart
+// count). Continued: the latest record of this stage, configuration, stage hash and part when
+// it is "interrupted" (a stop signal, checkpointed) or when it is still "running" under this
+// very Slurm job (and array task): a requeued job's earlier attempt is dead by definition.
+// Any other "running" record may be alive (another array task, a concurrent run) or was
+// killed outside Slurm: the new run opens its own, and still reuses that record's outputs.
 json slurm_info() {
   json j = json::object();
   for (const char* v : {"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST"})
     if (const char* s = std::getenv(v)) j[v] = s;
   return j;
 }
+bool same_part(const json& rec, const config::Config::Part& part) {
+  const json p = rec.value("part", json{{"index", 0}, {"count", 1}});
+  return p.value("index", int64_t{0}) == part.index && p.value("count", int64_t{1}) == part.count;
+}
 }  // namespace
+
+std::string StageRun::resumable_record(const json& doc, const config::Config& cfg) const {
+  if (!doc.contains("records")) return "";
+  const auto& recs = doc.at("records");
+  for (auto it = recs.rbegin(); it != recs.rend(); ++it) {
+    const json& r = *it;
+    if (r.value("stage", "") != stage_ || r.value("config_hash", "") != cfg.hash() ||
+        r.value("stage_hash", "") != stage_hash_ || !same_part(r, cfg.part))
+      continue;
+    const std::string status = r.value("status", "");
+    if (status == "interrupted") return r.value("id", "");
+    if (status != "running") return "";
+    const json was = r.value("slurm", json::object()), now = slurm_info();
+    const bool same_job = now.contains("SLURM_JOB_ID") && was.value("SLURM_JOB_ID", "") == now["SLURM_JOB_ID"] &&
+                          was.value("SLURM_ARRAY_TASK_ID", "") == now.value("SLURM_ARRAY_TASK_ID", "");
+    return same_job ? r.value("id", "") : "";
+  }
+  return "";
+}
 
 StageRun::StageRun(std::string stage, std::string code_version, const config::Config& cfg,
                    const dist::DistContext& ctx, const std::vector<std::string>& hash_parts,
@@ -73,18 +106,31 @@ StageRun::StageRun(std::string stage, std::string code_version, const config::Co
   if (ctx.is_root()) {
     fs::make_dirs(run_dir_ / stage_);
     fs::write_atomic(run_dir_ / stage_ / "config.toml", cfg.to_toml());
-    json header{{"config", cfg.to_json()},
-                {"config_hash", cfg.hash()},
-                {"stage_hash", stage_hash_},
-                {"code_version", code_version},
-                {"config_sources", cfg.sources},
-                {"world_size", ctx.world_size()},
-                {"hosts", std::vector<std::string>(hosts.begin(), hosts.end())},
-                {"code_revision", core::code_revision()},
-                {"versions", environment_versions()},
-                {"seeds", {{"run.seed", cfg.run.seed}}},
-                {"slurm", slurm_info()}};
-    id = manifest_.begin_record(stage_, header);
+    const json attempt{{"started", manifest::now_iso()},
+                       {"world_size", ctx.world_size()},
+                       {"hosts", std::vector<std::string>(hosts.begin(), hosts.end())},
+                       {"slurm", slurm_info()}};
+    id = resumable_record(manifest_.read_stored(), cfg);
+    if (!id.empty()) {
+      manifest_.reopen_record(id, attempt);
+      log::info(stage_, ": continuing record ", id, " (attempt ",
+                manifest::find_record(manifest_.read_stored(), id)->at("attempts").size(), ")");
+    } else {
+      json header{{"config", cfg.to_json()},
+                  {"config_hash", cfg.hash()},
+                  {"stage_hash", stage_hash_},
+                  {"code_version", code_version},
+                  {"config_sources", cfg.sources},
+                  {"world_size", ctx.world_size()},
+                  {"hosts", attempt["hosts"]},
+                  {"code_revision", core::code_revision()},
+                  {"versions", environment_versions()},
+                  {"seeds", {{"run.seed", cfg.run.seed}}},
+                  {"slurm", attempt["slurm"]},
+                  {"attempts", json::array({attempt})}};
+      if (cfg.part.count > 1) header["part"] = {{"index", cfg.part.index}, {"count", cfg.part.count}};
+      id = manifest_.begin_record(stage_, header);
+    }
   }
   id_ = ctx.broadcast(id);
   journal_.emplace(run_dir_, id_, ctx.rank());
@@ -154,6 +200,12 @@ bool StageRun::finish(const std::vector<std::string>& my_errors, const json& rec
       else rec["errors"] = errors;
       if (!rec.contains("ended")) rec["ended"] = manifest::now_iso();
       rec.merge_patch(record_fields);
+      if (rec.contains("attempts") && rec["attempts"].is_array() && !rec["attempts"].empty()) {
+        json& a = rec["attempts"].back();
+        a["ended"] = rec["ended"];
+        a["status"] = rec["status"];
+        if (rec.contains("interrupted") && rec["status"] == "interrupted") a["interrupted"] = rec["interrupted"];
+      }
     }, appended);
   }
   ctx_.barrier();

@@ -1,7 +1,8 @@
 // StageRun: one stage execution as seen by the manifest. Rank 0 opens the record; every rank
 // records its outputs as they are committed, in its own journal (O(1) each, Note [manifest
 // journals]); finish() closes it collectively. Outputs whose earlier record matches (same stage
-// hash, same input checksum, file unchanged) are reused.
+// hash, same input checksum, file unchanged) are reused. Work that stopped early continues its
+// own record as a new attempt (Note [attempts] in stage_run.cpp).
 #pragma once
 #include <c10/core/Device.h>
 
@@ -48,6 +49,9 @@ class StageRun {
   bool finish(const std::vector<std::string>& my_errors, const manifest::json& record_fields = manifest::json::object());
 
  private:
+  /// Rank 0: the id of the record this run continues (Note [attempts]), or "".
+  std::string resumable_record(const manifest::json& doc, const config::Config& cfg) const;
+
   std::string stage_;
   const config::Config& cfg_;
   const dist::DistContext& ctx_;
@@ -60,7 +64,7 @@ class StageRun {
 
 /// Versions of every library this binary uses, for the manifest.
 manifest::json environment_versions();
-/// Threads for torch and decoders: run.threads, or cores / ranks on this node.
+/// Threads for torch and decoders: run.threads, else SLURM_CPUS_PER_TASK under Slurm, else cores / ranks on this node.
 int resolve_threads(const config::Config& cfg, const dist::DistContext& ctx);
 /// This rank's torch device: its CUDA device (DistContext::device()) or the CPU.
 c10::Device rank_device(const dist::DistContext& ctx);

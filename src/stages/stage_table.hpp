@@ -13,14 +13,20 @@
 namespace mcm::stages {
 
 /// Runs a stage on every rank; returns the process exit code (0 complete, 1 finished with
-/// recorded failures). Throws on errors that stop the stage.
+/// recorded failures, kExitInterrupted stopped early). Throws on errors that stop the stage.
 using StageFn = int (*)(const config::Config&, const dist::DistContext&);
+
+/// Exit code of a stage stopped by SIGTERM/SIGUSR1 (preemption, Slurm's warning before the time
+/// limit) after it checkpointed and recorded itself "interrupted": run the same command again to
+/// resume. EX_TEMPFAIL of sysexits.h; slurm/lib.sh requeues the job on it, `mcm run` stops on it.
+inline constexpr int kExitInterrupted = 75;
 
 struct StageDef {
   std::string name;  ///< the subcommand: `mcm <name>`
   int order = 0;     ///< position in the pipeline (synth 10, prep 20, teacher 30, ...)
   StageFn run = nullptr;
   std::string help;  ///< one line for `mcm --help`
+  bool splits = false;  ///< takes `--part I/N` (config::Config::part): one share of its work per process group
 };
 
 /// Adds a row; a name or order registered twice is a programming error (std::logic_error).
@@ -36,6 +42,12 @@ const StageDef* find_stage(std::string_view name);
 #define MCM_STAGE(NAME, ORDER, FN, HELP)                                                        \
   static const bool mcm_stage_registered_##FN = [] {                                            \
     ::mcm::stages::register_stage(::mcm::stages::StageDef{NAME, ORDER, &FN, HELP});             \
+    return true;                                                                                \
+  }()
+/// A stage whose work can be split into parts run as separate jobs (`mcm prep --part I/N`).
+#define MCM_SPLIT_STAGE(NAME, ORDER, FN, HELP)                                                  \
+  static const bool mcm_stage_registered_##FN = [] {                                            \
+    ::mcm::stages::register_stage(::mcm::stages::StageDef{NAME, ORDER, &FN, HELP, true});       \
     return true;                                                                                \
   }()
 

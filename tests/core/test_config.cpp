@@ -36,6 +36,16 @@ struct DemoSection {
 };
 MCM_CONFIG_SECTION(DemoSection);
 
+// A section that only says how stages are launched, like [pipeline] and [slurm].
+struct LaunchSection {
+  static constexpr const char* kName = "launch";
+  static constexpr bool kLaunchOnly = true;
+  int64_t nodes = 1;
+  void visit(config::FieldVisitor& v) { v("nodes", nodes); }
+  void validate(const config::Config&) const {}
+};
+MCM_CONFIG_SECTION(LaunchSection);
+
 // A stage section this binary does not link (never registered).
 struct UnlinkedSection {
   static constexpr const char* kName = "prep";
@@ -135,4 +145,17 @@ TEST(Config, HashOfUnknownKeyIsAnError) {
 TEST(Config, EditDistance) {
   EXPECT_EQ(config::edit_distance("kitten", "sitting"), 3u);
   EXPECT_EQ(config::edit_distance("", "abc"), 3u);
+}
+
+TEST(Config, LaunchOnlySectionsStayOutOfTheHash) {
+  auto a = config::load({}, {});
+  auto b = config::load({}, {"launch.nodes=64"});
+  EXPECT_EQ(b.section<LaunchSection>().nodes, 64);
+  EXPECT_EQ(a.hash(), b.hash());  // resubmitting on 64 nodes leaves finished stages finished
+  EXPECT_NE(a.hash({"launch"}), b.hash({"launch"}));  // named explicitly, it is hashed
+  EXPECT_NE(a.hash(), config::load({}, {"demo.frames=4"}).hash());
+  auto c = b;
+  c.part = {2, 5};  // a job array task's share: not configuration
+  EXPECT_EQ(c.hash(), a.hash());
+  EXPECT_EQ(c.part.count, 5);
 }

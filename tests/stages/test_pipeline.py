@@ -388,6 +388,59 @@ class Pipeline(unittest.TestCase):
         mcm(["prep"], d, sets)
         self.assertTrue(all("reused_from" in o for o in latest(d, "prep")["outputs"]))
 
+    def test_prep_parts_cover_every_shard_once(self):
+        # `mcm prep --part I/N`, one Slurm array task each (slurm/prep.sbatch): N contiguous ranges of
+        # the shard list, the same files as one prep, and the stage complete only with every part.
+        d = self.run_dir("parts")
+        mcm(["synth"], d, SMALL)
+        whole = self.run_dir("parts_whole")  # one prep of the same shards
+        mcm(["prep"], whole, SMALL + [f"prep.videos={d}/data/videos", f"prep.images={d}/data/images",
+                                      f"models.text_encoder.vocab=\"{d}/data/vocab.txt\""])
+
+        def plan():
+            p = subprocess.run([MCM, "slurm", "plan", "--config", TINY, "--set", f"run.dir={d}"] +
+                               sum([["--set", s] for s in SMALL], []), capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return dict(re.findall(r"^MCM_STATE_(\w+)=(\w+)$", p.stdout, re.M))
+
+        mcm(["prep", "--part", "2/3"], d, SMALL)
+        mcm(["prep", "--part", "0/3"], d, SMALL)
+        self.assertEqual(plan()["prep"], "submit")  # part 1 is missing
+        mcm(["prep", "--part", "1/3"], d, SMALL)
+        self.assertEqual((plan()["synth"], plan()["prep"], plan()["teacher"]), ("complete", "complete", "submit"))
+        recs = [r for r in manifest(d)["records"] if r["stage"] == "prep"]
+        self.assertEqual([r["part"]["index"] for r in recs], [2, 0, 1])
+        ranges = sorted((r["part"]["first_shard"], r["part"]["end_shard"]) for r in recs)
+        self.assertEqual(ranges, [(0, 2), (2, 4), (4, 6)])  # 4 video + 2 image shards
+        for name in sorted(os.listdir(os.path.join(whole, "prep"))):
+            if name.endswith(".h5"):
+                with open(os.path.join(whole, "prep", name), "rb") as a, open(os.path.join(d, "prep", name), "rb") as b:
+                    self.assertEqual(a.read(), b.read(), name)
+        self.assertEqual(verify(d).returncode, 0, verify(d).stdout)
+        for args, why in ((["prep", "--part", "3/3"], "0 <= I < N"), (["prep", "--part", "1"], "expected I/N"),
+                          (["teacher", "--part", "0/2"], "does not split")):
+            p = mcm(args, d, SMALL, check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(why, p.stderr)
+
+    def test_modelscope_config_plans_the_papers_jobs(self):
+        # configs/modelscope.toml, the README's cluster example, loads and validates, and its jobs are
+        # sized as documented: 4 nodes x 8 GPUs for the training stages, with requeue before the limit.
+        p = subprocess.run([MCM, "slurm", "plan", "--config", os.path.join(SRC, "configs", "modelscope.toml")],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"MCM_SBATCH_distill=\('--partition=gpu' '--cpus-per-task=8' '--nodes=4' "
+                                   r"'--ntasks-per-node=8' '--gpus-per-node=8' '--time=2-00:00:00' '--requeue' "
+                                   r"'--signal=B:USR1@600'\)")
+        self.assertIn("MCM_PLAN=('prep' 'teacher' 'distill' 'baseline' 'sample' 'eval' 'report')", p.stdout)
+        p = subprocess.run([MCM, "slurm", "plan", "--config", TINY, "--set", 'slurm.train_time="5"'],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("slurm.signal_lead = 300 s leaves no time", p.stderr)
+        p = subprocess.run([MCM, "slurm", "plan", "--config", TINY, "--set", 'slurm.time="4h"'],
+                           capture_output=True, text=True)
+        self.assertIn('slurm.time = "4h": expected a Slurm time limit', p.stderr)
+
     def test_bad_config_and_dry_run(self):
         d = self.run_dir("config")
         p = subprocess.run([MCM, "prep", "--config", TINY, "--set", "prep.frame=3"], capture_output=True, text=True)
