@@ -245,14 +245,34 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult, double dropout) {
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) { return out(drop(geglu(x))); }
 
+SinusoidalPositionalEmbeddingImpl::SinusoidalPositionalEmbeddingImpl(int64_t dim, int64_t max_len) {
+  // diffusers' float32 arithmetic: exp(k * (-ln(1e4) / dim)) for even k, times the integer position.
+  auto position = torch::arange(max_len, torch::kLong).unsqueeze(1);
+  auto div_term = torch::exp(torch::arange(0, dim, 2, torch::kLong) * (-std::log(10000.0) / static_cast<double>(dim)));
+  auto table = torch::zeros({1, max_len, dim});
+  auto angle = position * div_term;  // float32 [max_len, ceil(dim / 2)]
+  table.index_put_({0, torch::indexing::Slice(), torch::indexing::Slice(0, torch::indexing::None, 2)}, torch::sin(angle));
+  table.index_put_({0, torch::indexing::Slice(), torch::indexing::Slice(1, torch::indexing::None, 2)},
+                   torch::cos(angle).slice(1, 0, dim / 2));
+  pe = register_buffer("pe", table);
+}
+
+torch::Tensor SinusoidalPositionalEmbeddingImpl::forward(const torch::Tensor& x) {
+  require<DataError>(x.dim() == 3 && x.size(1) <= pe.size(1) && x.size(2) == pe.size(2), "positional embedding: ",
+                     x.sizes(), " does not fit a table of ", pe.size(1), " positions x ", pe.size(2),
+                     " channels (AnimateDiff's motion_max_seq_length caps the frames)");
+  return x + pe.slice(1, 0, x.size(1)).to(x.scalar_type());
+}
+
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_dim,
-                                                     double dropout) {
+                                                     double dropout, int64_t pos_embed_len) {
   auto ln = [&] { return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5).elementwise_affine(true)); };
   AttentionOptions a;
   a.query_dim = dim;
   a.heads = heads;
   a.dim_head = dim_head;
   a.dropout = dropout;
+  if (pos_embed_len > 0) pos_embed = register_module("pos_embed", SinusoidalPositionalEmbedding(dim, pos_embed_len));
   norm1 = register_module("norm1", ln());
   attn1 = register_module("attn1", Attention(a));
   a.cross_dim = cross_dim;
@@ -263,39 +283,59 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(torch::Tensor x, const std::optional<torch::Tensor>& context) {
-  x = attn1(norm1(x)) + x;
-  x = attn2(norm2(x), context) + x;
+  auto n = norm1(x);
+  if (!pos_embed.is_empty()) n = pos_embed(n);
+  x = attn1(n) + x;
+  n = norm2(x);
+  if (!pos_embed.is_empty()) n = pos_embed(n);
+  x = attn2(n, context) + x;
   return ff(norm3(x)) + x;
 }
 
 Transformer2DImpl::Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups,
-                                     int64_t cross_dim) {
+                                     int64_t cross_dim, bool linear_projection, int64_t layers) {
   const int64_t inner = heads * dim_head;
   norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
-  proj_in = register_module("proj_in", Linear(in_channels, inner));
+  if (linear_projection) proj_in = register_module("proj_in", Linear(in_channels, inner));
+  else conv_in = register_module("proj_in", conv2d(in_channels, inner, 1));
   transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
-  blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, cross_dim));
-  transformer_blocks->push_back(blocks_.back());
-  proj_out = register_module("proj_out", Linear(inner, in_channels));
+  for (int64_t l = 0; l < layers; ++l) {
+    blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, cross_dim));
+    transformer_blocks->push_back(blocks_.back());
+  }
+  if (linear_projection) proj_out = register_module("proj_out", Linear(inner, in_channels));
+  else conv_out = register_module("proj_out", conv2d(inner, in_channels, 1));
 }
 
 torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto h = norm(x).permute({0, 2, 3, 1}).reshape({B, H * W, C});
-  h = proj_in(h);
+  torch::Tensor h;
+  if (!conv_in.is_empty()) {  // 1x1 convolutions before the flattening and after it (diffusers' order)
+    h = conv_in(norm(x));
+    h = h.permute({0, 2, 3, 1}).reshape({B, H * W, h.size(1)});
+  } else {
+    h = proj_in(norm(x).permute({0, 2, 3, 1}).reshape({B, H * W, C}));
+  }
   for (auto& block : blocks_) h = block(h, context);
+  if (!conv_out.is_empty()) {
+    h = h.reshape({B, H, W, -1}).permute({0, 3, 1, 2}).contiguous();
+    return conv_out(h) + x;
+  }
   h = proj_out(h);
   h = h.reshape({B, H, W, -1}).permute({0, 3, 1, 2}).contiguous();
   return h + x;
 }
 
-TransformerTemporalImpl::TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups) {
+TransformerTemporalImpl::TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups,
+                                                 int64_t pos_embed_len, int64_t layers) {
   const int64_t inner = heads * dim_head;
   norm = register_module("norm", group_norm(groups, in_channels, 1e-6));
   proj_in = register_module("proj_in", Linear(in_channels, inner));
   transformer_blocks = register_module("transformer_blocks", nn::ModuleList());
-  blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, /*cross_dim=*/0));
-  transformer_blocks->push_back(blocks_.back());
+  for (int64_t l = 0; l < layers; ++l) {
+    blocks_.push_back(BasicTransformerBlock(inner, heads, dim_head, /*cross_dim=*/0, 0.0, pos_embed_len));
+    transformer_blocks->push_back(blocks_.back());
+  }
   proj_out = register_module("proj_out", Linear(inner, in_channels));
 }
 

@@ -165,40 +165,64 @@ class FeedForwardImpl : public torch::nn::Module {
 };
 TORCH_MODULE(FeedForward);
 
+/// SinusoidalPositionalEmbedding: x + pe[:, :N], pe [1, max_len, dim] with sin at even and cos at
+/// odd channels (AnimateDiff's motion modules). `pe` is a persistent buffer, as in diffusers'
+/// state dicts ("...pos_embed.pe").
+class SinusoidalPositionalEmbeddingImpl : public torch::nn::Module {
+ public:
+  SinusoidalPositionalEmbeddingImpl(int64_t dim, int64_t max_len);
+  /// x [B, N, dim], N <= max_len (DataError otherwise).
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::Tensor pe;
+};
+TORCH_MODULE(SinusoidalPositionalEmbedding);
+
 /// BasicTransformerBlock (layer_norm): self-attention, cross-attention (or a second self-attention
 /// when cross_dim is 0, diffusers' double_self_attention), GEGLU feed-forward; LayerNorm eps 1e-5.
+/// `pos_embed_len` > 0 adds a sinusoidal positional embedding (`pos_embed`) to the normed input of
+/// both attentions, not of the feed-forward (diffusers' positional_embeddings="sinusoidal").
 class BasicTransformerBlockImpl : public torch::nn::Module {
  public:
-  BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_dim, double dropout = 0.0);
+  BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_dim, double dropout = 0.0,
+                            int64_t pos_embed_len = 0);
   torch::Tensor forward(torch::Tensor x, const std::optional<torch::Tensor>& context);
 
  private:
+  SinusoidalPositionalEmbedding pos_embed{nullptr};
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   Attention attn1{nullptr}, attn2{nullptr};
   FeedForward ff{nullptr};
 };
 TORCH_MODULE(BasicTransformerBlock);
 
-/// Transformer2DModel, continuous input with linear projections (use_linear_projection=True, as
-/// every UNet3D block builds it): per frame, attention over H*W tokens with cross-attention.
+/// Transformer2DModel, continuous input: per frame, attention over H*W tokens with cross-attention,
+/// `layers` blocks. Linear projections (use_linear_projection=True, as every UNet3D block builds
+/// it) or 1x1 convolutions applied before the flattening and after it (False: Stable Diffusion 1.5).
 class Transformer2DImpl : public torch::nn::Module {
  public:
-  Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups, int64_t cross_dim);
+  Transformer2DImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups, int64_t cross_dim,
+                    bool linear_projection = true, int64_t layers = 1);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
 
  private:
   torch::nn::GroupNorm norm{nullptr};
   Linear proj_in{nullptr}, proj_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};  ///< registered as proj_in / proj_out when not linear
   torch::nn::ModuleList transformer_blocks{nullptr};
   std::vector<BasicTransformerBlock> blocks_;
 };
 TORCH_MODULE(Transformer2D);
 
 /// TransformerTemporalModel: per pixel, self-attention over the frames (both attentions are
-/// self-attentions); GroupNorm over [B, C, F, H, W].
+/// self-attentions); GroupNorm over [B, C, F, H, W]. With `pos_embed_len` > 0 it is AnimateDiff's
+/// motion module (AnimateDiffTransformer3D): the same, with sinusoidal frame positions in every
+/// block; `layers` blocks.
 class TransformerTemporalImpl : public torch::nn::Module {
  public:
-  TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups);
+  TransformerTemporalImpl(int64_t heads, int64_t dim_head, int64_t in_channels, int64_t groups, int64_t pos_embed_len = 0,
+                          int64_t layers = 1);
   torch::Tensor forward(const torch::Tensor& x, int64_t num_frames);
 
  private:

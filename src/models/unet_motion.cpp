@@ -1,0 +1,383 @@
+// UNetMotionModel (AnimateDiff) with diffusers' structure, names and forward (diffusers 0.42.1,
+// models/unets/unet_motion_model.py).
+#include "models/unet_motion.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "core/fs.hpp"
+#include "models/lora.hpp"
+#include "models/weights.hpp"
+
+namespace mcm::models {
+namespace nn = torch::nn;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace layers;
+
+namespace {
+// One value for every block: an int, or a list of equal ints (refused otherwise).
+int64_t uniform(const ConfigReader& r, const std::string& key, size_t n, int64_t fallback) {
+  auto v = r.int_or_list(key, n, fallback);
+  for (int64_t x : v)
+    if (x != v.front()) r.fail(key, "per-block values are not supported (SD1.5 and the released adapters use one)");
+  return v.front();
+}
+void require_null(const ConfigReader& r, const std::string& key, const std::string& why) {
+  if (r.has(key)) r.fail(key, cat("must be null: ", why));
+}
+}  // namespace
+
+void UnetMotionConfig::validate(const fs::path& file) const {
+  auto fail = [&](const std::string& key, const std::string& why) {
+    throw ConfigError(cat(file.string(), ": key ", key, ": ", why));
+  };
+  const size_t n = block_out_channels.size();
+  if (n == 0) fail("block_out_channels", "empty");
+  if (down_block_types.size() != n) fail("down_block_types", cat(down_block_types.size(), " blocks but ", n, " block_out_channels"));
+  if (up_block_types.size() != n) fail("up_block_types", cat(up_block_types.size(), " blocks but ", n, " block_out_channels"));
+  for (const auto& t : down_block_types)
+    if (t != "CrossAttnDownBlockMotion" && t != "DownBlockMotion") fail("down_block_types", cat("unknown block type ", t));
+  for (const auto& t : up_block_types)
+    if (t != "CrossAttnUpBlockMotion" && t != "UpBlockMotion") fail("up_block_types", cat("unknown block type ", t));
+  for (auto [v, k] : {std::pair{in_channels, "in_channels"}, {out_channels, "out_channels"}, {layers_per_block, "layers_per_block"},
+                      {norm_num_groups, "norm_num_groups"}, {cross_attention_dim, "cross_attention_dim"},
+                      {num_attention_heads, "num_attention_heads"}, {motion_num_attention_heads, "motion_num_attention_heads"},
+                      {motion_max_seq_length, "motion_max_seq_length"},
+                      {transformer_layers_per_block, "transformer_layers_per_block"},
+                      {temporal_transformer_layers_per_block, "temporal_transformer_layers_per_block"},
+                      {temporal_transformer_layers_per_mid_block, "temporal_transformer_layers_per_mid_block"}})
+    if (v < 1) fail(k, "must be >= 1");
+  for (int64_t ch : block_out_channels) {
+    if (ch % norm_num_groups != 0) fail("block_out_channels", cat(ch, " is not a multiple of norm_num_groups ", norm_num_groups));
+    if (ch % num_attention_heads != 0) fail("num_attention_heads", cat(num_attention_heads, " heads do not divide width ", ch));
+    if (ch % motion_num_attention_heads != 0)
+      fail("motion_num_attention_heads", cat(motion_num_attention_heads, " heads do not divide width ", ch));
+  }
+}
+
+UnetMotionConfig UnetMotionConfig::from_json(const json& doc, const fs::path& file) {
+  ConfigReader r(doc, file);
+  UnetMotionConfig c;
+  if (r.has("_class_name") && r.string("_class_name") != "UNetMotionModel")
+    r.fail("_class_name", cat("expected UNetMotionModel, got ", r.string("_class_name")));
+  c.in_channels = r.integer("in_channels", c.in_channels);
+  c.out_channels = r.integer("out_channels", c.out_channels);
+  c.down_block_types = r.strings("down_block_types", c.down_block_types);
+  c.up_block_types = r.strings("up_block_types", c.up_block_types);
+  c.block_out_channels = r.integers("block_out_channels", c.block_out_channels);
+  const size_t n = c.block_out_channels.size();
+  c.layers_per_block = uniform(r, "layers_per_block", n, c.layers_per_block);
+  c.downsample_padding = r.integer("downsample_padding", c.downsample_padding);
+  c.mid_block_scale_factor = r.number("mid_block_scale_factor", c.mid_block_scale_factor);
+  if (r.string("act_fn", "silu") != "silu") r.fail("act_fn", "only \"silu\" is supported");
+  c.norm_num_groups = r.integer("norm_num_groups", c.norm_num_groups);
+  c.norm_eps = r.number("norm_eps", c.norm_eps);
+  c.cross_attention_dim = r.integer("cross_attention_dim", c.cross_attention_dim);
+  c.num_attention_heads = uniform(r, "num_attention_heads", n, c.num_attention_heads);
+  c.use_linear_projection = r.boolean("use_linear_projection", c.use_linear_projection);
+  c.transformer_layers_per_block = uniform(r, "transformer_layers_per_block", n, 1);
+  c.temporal_transformer_layers_per_block = uniform(r, "temporal_transformer_layers_per_block", n, 1);
+  c.temporal_transformer_layers_per_mid_block = r.integer("temporal_transformer_layers_per_mid_block", 1);
+  if (r.has("transformer_layers_per_mid_block") && r.integer("transformer_layers_per_mid_block") != c.transformer_layers_per_block)
+    r.fail("transformer_layers_per_mid_block", "must equal transformer_layers_per_block (or be null)");
+  for (const char* k : {"reverse_transformer_layers_per_block", "reverse_temporal_transformer_layers_per_block"})
+    require_null(r, k, "per-block reversed layer counts are not supported");
+  if (r.integer("mid_block_layers", 1) != 1) r.fail("mid_block_layers", "only 1 is supported (diffusers' default)");
+  c.motion_num_attention_heads = uniform(r, "motion_num_attention_heads", n, c.motion_num_attention_heads);
+  c.motion_max_seq_length = r.integer("motion_max_seq_length", c.motion_max_seq_length);
+  c.use_motion_mid_block = r.boolean("use_motion_mid_block", c.use_motion_mid_block);
+  for (const char* k : {"encoder_hid_dim", "encoder_hid_dim_type", "addition_embed_type"})
+    require_null(r, k, "SDXL-style added embeddings are not supported");
+  c.time_cond_proj_dim = r.integer("time_cond_proj_dim", 0);
+  c.sample_size = r.integer("sample_size", c.sample_size);
+  c.validate(file);
+  return c;
+}
+
+UnetMotionConfig UnetMotionConfig::from_unet2d(const json& unet, const fs::path& unet_file, const json& adapter,
+                                               const fs::path& adapter_file) {
+  ConfigReader u(unet, unet_file), a(adapter, adapter_file);
+  if (u.has("_class_name") && u.string("_class_name") != "UNet2DConditionModel")
+    u.fail("_class_name", cat("expected UNet2DConditionModel, got ", u.string("_class_name")));
+  if (a.has("_class_name") && a.string("_class_name") != "MotionAdapter")
+    a.fail("_class_name", cat("expected MotionAdapter, got ", a.string("_class_name")));
+  UnetMotionConfig c;
+  c.in_channels = u.integer("in_channels", 4);
+  c.out_channels = u.integer("out_channels", 4);
+  c.block_out_channels = u.integers("block_out_channels", c.block_out_channels);
+  const size_t n = c.block_out_channels.size();
+  // from_unet2d: "CrossAttn" blocks become CrossAttn*BlockMotion, the others *BlockMotion.
+  const auto downs = u.strings("down_block_types", {{"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"}});
+  const auto ups = u.strings("up_block_types", {{"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"}});
+  c.down_block_types.clear();
+  c.up_block_types.clear();
+  for (const auto& t : downs) {
+    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D") u.fail("down_block_types", cat("unsupported block type ", t));
+    c.down_block_types.push_back(t.find("CrossAttn") != std::string::npos ? "CrossAttnDownBlockMotion" : "DownBlockMotion");
+  }
+  for (const auto& t : ups) {
+    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") u.fail("up_block_types", cat("unsupported block type ", t));
+    c.up_block_types.push_back(t.find("CrossAttn") != std::string::npos ? "CrossAttnUpBlockMotion" : "UpBlockMotion");
+  }
+  c.layers_per_block = uniform(u, "layers_per_block", n, 2);
+  c.downsample_padding = u.integer("downsample_padding", 1);
+  c.mid_block_scale_factor = u.number("mid_block_scale_factor", 1.0);
+  if (u.string("act_fn", "silu") != "silu") u.fail("act_fn", "only \"silu\" is supported");
+  // UNetMotionModel's time projection is fixed at flip_sin_to_cos=True, shift 0 (SD1.5's): a UNet
+  // trained otherwise would be silently changed by the conversion, so it is refused.
+  if (!u.boolean("flip_sin_to_cos", true)) u.fail("flip_sin_to_cos", "UNetMotionModel fixes it to true");
+  if (u.number("freq_shift", 0.0) != 0.0) u.fail("freq_shift", "UNetMotionModel fixes it to 0");
+  for (const char* k : {"class_embed_type", "addition_embed_type", "encoder_hid_dim", "encoder_hid_dim_type"})
+    require_null(u, k, "class and added embeddings are not supported");
+  if (u.boolean("center_input_sample", false)) u.fail("center_input_sample", "must be false");
+  c.norm_num_groups = u.integer("norm_num_groups", 32);
+  c.norm_eps = u.number("norm_eps", 1e-5);
+  c.cross_attention_dim = u.integer("cross_attention_dim", 1280);
+  // SD1.5's "attention_head_dim" (8) is its head count; from_unet2d passes it on as such.
+  c.num_attention_heads = u.has("num_attention_heads") ? uniform(u, "num_attention_heads", n, 8)
+                                                       : uniform(u, "attention_head_dim", n, 8);
+  c.use_linear_projection = u.boolean("use_linear_projection", false);
+  c.transformer_layers_per_block = uniform(u, "transformer_layers_per_block", n, 1);
+  c.time_cond_proj_dim = u.integer("time_cond_proj_dim", 0);
+  c.sample_size = u.integer("sample_size", 64);
+
+  const auto a_boc = a.integers("block_out_channels", {{320, 640, 1280, 1280}});
+  if (a_boc != c.block_out_channels)
+    a.fail("block_out_channels", cat("the adapter's widths differ from the UNet's (", unet_file.string(), ")"));
+  const int64_t motion_layers = uniform(a, "motion_layers_per_block", n, 2);
+  if (motion_layers != c.layers_per_block)
+    a.fail("motion_layers_per_block", cat(motion_layers, " but the UNet has layers_per_block ", c.layers_per_block, " (",
+                                          unet_file.string(), ")"));
+  c.motion_num_attention_heads = uniform(a, "motion_num_attention_heads", n, 8);
+  c.motion_max_seq_length = a.integer("motion_max_seq_length", 32);
+  c.use_motion_mid_block = a.boolean("use_motion_mid_block", true);
+  c.temporal_transformer_layers_per_block = uniform(a, "motion_transformer_layers_per_block", n, 1);
+  c.temporal_transformer_layers_per_mid_block = a.integer("motion_transformer_layers_per_mid_block", 1);
+  require_null(a, "conv_in_channels", "PIA-style adapters with their own conv_in are not supported");
+  c.validate(adapter_file);
+  return c;
+}
+
+json UnetMotionConfig::to_json() const {
+  return {{"_class_name", "UNetMotionModel"},
+          {"_diffusers_version", "0.42.1"},
+          {"act_fn", "silu"},
+          {"block_out_channels", block_out_channels},
+          {"cross_attention_dim", cross_attention_dim},
+          {"down_block_types", down_block_types},
+          {"downsample_padding", downsample_padding},
+          {"in_channels", in_channels},
+          {"layers_per_block", layers_per_block},
+          {"mid_block_layers", 1},
+          {"mid_block_scale_factor", mid_block_scale_factor},
+          {"motion_max_seq_length", motion_max_seq_length},
+          {"motion_num_attention_heads", motion_num_attention_heads},
+          {"norm_eps", norm_eps},
+          {"norm_num_groups", norm_num_groups},
+          {"num_attention_heads", num_attention_heads},
+          {"out_channels", out_channels},
+          {"sample_size", sample_size},
+          {"temporal_transformer_layers_per_block", temporal_transformer_layers_per_block},
+          {"temporal_transformer_layers_per_mid_block", temporal_transformer_layers_per_mid_block},
+          {"time_cond_proj_dim", time_cond_proj_dim > 0 ? json(time_cond_proj_dim) : json(nullptr)},
+          {"transformer_layers_per_block", transformer_layers_per_block},
+          {"up_block_types", up_block_types},
+          {"use_linear_projection", use_linear_projection},
+          {"use_motion_mid_block", use_motion_mid_block}};
+}
+
+/// One down, mid or up block: attentions (cross blocks), resnets, motion_modules, and a
+/// downsampler or upsampler, registered in diffusers' order.
+struct UnetMotionImpl::Block : nn::Module {
+  bool cross;
+  std::vector<ResnetBlock2D> res;
+  std::vector<Transformer2D> attn;
+  std::vector<TransformerTemporal> motion;
+  Downsample2D down{nullptr};
+  Upsample2D up{nullptr};
+
+  explicit Block(bool cross_attention) : cross(cross_attention) {}
+
+  void add_resnet(const UnetMotionConfig& c, int64_t in, int64_t out, double scale) {
+    res.push_back(ResnetBlock2D(in, out, c.block_out_channels[0] * 4, c.norm_num_groups, c.norm_eps, scale));
+  }
+  void add_attention(const UnetMotionConfig& c, int64_t ch) {
+    attn.push_back(Transformer2D(c.num_attention_heads, ch / c.num_attention_heads, ch, c.norm_num_groups,
+                                 c.cross_attention_dim, c.use_linear_projection, c.transformer_layers_per_block));
+  }
+  void add_motion(const UnetMotionConfig& c, int64_t ch, int64_t layers) {
+    motion.push_back(TransformerTemporal(c.motion_num_attention_heads, ch / c.motion_num_attention_heads, ch,
+                                         c.norm_num_groups, c.motion_max_seq_length, layers));
+  }
+  void register_all() {
+    auto list = [&](const char* name, auto& v) {
+      if (v.empty()) return;
+      auto l = register_module(name, nn::ModuleList());
+      for (auto& m : v) l->push_back(m);
+    };
+    list("attentions", attn);
+    list("resnets", res);
+    list("motion_modules", motion);
+    if (!down.is_empty()) register_module("downsamplers", nn::ModuleList(down));
+    if (!up.is_empty()) register_module("upsamplers", nn::ModuleList(up));
+  }
+  // Down and up blocks: resnet -> attention -> motion module, per layer.
+  torch::Tensor layer(size_t i, torch::Tensor h, const torch::Tensor& temb, const torch::Tensor& ctx, int64_t F) {
+    h = res[i](h, temb);
+    if (cross) h = attn[i](h, ctx);
+    return motion[i](h, F);
+  }
+};
+
+UnetMotionImpl::UnetMotionImpl(const UnetMotionConfig& c) : cfg_(c) {
+  c.validate("UNetMotionModel config");
+  const auto& boc = c.block_out_channels;
+  const size_t n = boc.size();
+  const int64_t temb_dim = boc[0] * 4;
+  conv_in = register_module("conv_in", conv2d(c.in_channels, boc[0], 3, 1, 1));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb_dim, c.time_cond_proj_dim));
+
+  down_blocks = register_module("down_blocks", nn::ModuleList());
+  int64_t out = boc[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t in = out;
+    out = boc[i];
+    auto b = std::make_shared<Block>(c.down_block_types[i] == "CrossAttnDownBlockMotion");
+    for (int64_t l = 0; l < c.layers_per_block; ++l) {
+      b->add_resnet(c, l == 0 ? in : out, out, 1.0);
+      if (b->cross) b->add_attention(c, out);
+      b->add_motion(c, out, c.temporal_transformer_layers_per_block);
+    }
+    if (i + 1 < n) b->down = Downsample2D(out, c.downsample_padding);
+    b->register_all();
+    down_blocks->push_back(b);
+    down_.push_back(b);
+  }
+
+  mid_ = std::make_shared<Block>(true);
+  {
+    const int64_t ch = boc.back();
+    mid_->add_resnet(c, ch, ch, c.mid_block_scale_factor);
+    mid_->add_attention(c, ch);
+    mid_->add_resnet(c, ch, ch, c.mid_block_scale_factor);
+    if (c.use_motion_mid_block) mid_->add_motion(c, ch, c.temporal_transformer_layers_per_mid_block);
+    mid_->register_all();
+  }
+  register_module("mid_block", mid_);
+
+  up_blocks = register_module("up_blocks", nn::ModuleList());
+  std::vector<int64_t> rev(boc.rbegin(), boc.rend());
+  out = rev[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t prev = out;
+    out = rev[i];
+    const int64_t in = rev[std::min(i + 1, n - 1)];
+    auto b = std::make_shared<Block>(c.up_block_types[i] == "CrossAttnUpBlockMotion");
+    const int64_t layers = c.layers_per_block + 1;
+    for (int64_t l = 0; l < layers; ++l) {
+      const int64_t skip = l == layers - 1 ? in : out;
+      const int64_t res_in = l == 0 ? prev : out;
+      b->add_resnet(c, res_in + skip, out, 1.0);
+      if (b->cross) b->add_attention(c, out);
+      b->add_motion(c, out, c.temporal_transformer_layers_per_block);
+    }
+    if (i + 1 < n) b->up = Upsample2D(out);
+    b->register_all();
+    up_blocks->push_back(b);
+    up_.push_back(b);
+  }
+
+  conv_norm_out = register_module("conv_norm_out", group_norm(c.norm_num_groups, boc[0], c.norm_eps));
+  conv_out = register_module("conv_out", conv2d(boc[0], c.out_channels, 3, 1, 1));
+}
+
+torch::Tensor UnetMotionImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                      const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
+  require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels, "UNetMotion: sample must be [B, ",
+                     cfg_.in_channels, ", F, H, W], got ", sample.sizes());
+  require<DataError>(context.dim() == 3 && context.size(0) == sample.size(0) &&
+                         context.size(2) == cfg_.cross_attention_dim,
+                     "UNetMotion: context must be [", sample.size(0), ", L, ", cfg_.cross_attention_dim, "], got ",
+                     context.sizes());
+  const int64_t B = sample.size(0), F = sample.size(2);
+  require<DataError>(F <= cfg_.motion_max_seq_length, "UNetMotion: ", F, " frames, but the motion modules' positions cover ",
+                     cfg_.motion_max_seq_length, " (motion_max_seq_length)");
+  const int64_t up_factor = int64_t{1} << (cfg_.block_out_channels.size() - 1);
+  const bool forward_upsample_size = sample.size(3) % up_factor != 0 || sample.size(4) % up_factor != 0;
+
+  torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
+  require<DataError>(t.numel() == 1 || t.numel() == B, "UNetMotion: ", t.numel(), " timesteps for a batch of ", B);
+  t = t.expand({B});
+  auto dtype = conv_in->weight.scalar_type();
+  auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
+  auto emb = time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0);
+  auto ctx = context.repeat_interleave(F, 0);
+
+  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
+  h = conv_in(h);
+  std::vector<torch::Tensor> skips{h};
+  for (auto& b : down_) {
+    for (size_t i = 0; i < b->res.size(); ++i) {
+      h = b->layer(i, h, emb, ctx, F);
+      skips.push_back(h);
+    }
+    if (!b->down.is_empty()) {
+      h = b->down(h);
+      skips.push_back(h);
+    }
+  }
+
+  // Mid block: resnet 0, then attention, motion module, resnet 1 (not the down/up order).
+  h = mid_->res[0](h, emb);
+  h = mid_->attn[0](h, ctx);
+  if (!mid_->motion.empty()) h = mid_->motion[0](h, F);
+  h = mid_->res[1](h, emb);
+
+  for (size_t bi = 0; bi < up_.size(); ++bi) {
+    auto& b = up_[bi];
+    const size_t k = b->res.size();
+    std::vector<torch::Tensor> res(skips.end() - static_cast<std::ptrdiff_t>(k), skips.end());
+    skips.resize(skips.size() - k);
+    std::optional<std::vector<int64_t>> up_size;
+    if (bi + 1 < up_.size() && forward_upsample_size) up_size = skips.back().sizes().slice(2).vec();
+    for (size_t i = 0; i < k; ++i) {
+      h = torch::cat({h, res[k - 1 - i]}, 1);
+      h = b->layer(i, h, emb, ctx, F);
+    }
+    if (!b->up.is_empty()) h = b->up(h, up_size);
+  }
+
+  h = conv_out(torch::silu(conv_norm_out(h)));
+  return h.reshape({B, F, h.size(1), h.size(2), h.size(3)}).permute({0, 2, 1, 3, 4});
+}
+
+UnetMotion load_unet_motion(const fs::path& folder, torch::ScalarType dtype) {
+  UnetMotion unet(UnetMotionConfig::from_json(read_config_json(folder), folder / "config.json"));
+  load_folder_weights(*unet, folder, dtype);
+  return unet;
+}
+
+UnetMotion load_unet_motion(const fs::path& unet_folder, const fs::path& adapter_folder, torch::ScalarType dtype) {
+  UnetMotion unet(UnetMotionConfig::from_unet2d(read_config_json(unet_folder), unet_folder / "config.json",
+                                                read_config_json(adapter_folder), adapter_folder / "config.json"));
+  unet->to(dtype);
+  TensorMap all = read_tensors(find_weights(unet_folder));
+  for (auto& [k, v] : read_tensors(find_weights(adapter_folder))) {
+    require<DataError>(all.emplace(k, v).second, "motion adapter ", adapter_folder.string(), ": key ", k,
+                       " is also in the UNet's weights (", unet_folder.string(), ")");
+  }
+  load_strict(*unet, all, cat(unet_folder.string(), " + ", adapter_folder.string()));
+  unet->eval();
+  return unet;
+}
+
+void save_unet_motion(UnetMotion& unet, const fs::path& folder, std::optional<torch::ScalarType> dtype) {
+  fs::create_directories(folder);
+  require<ConfigError>(!has_unmerged_lora(*unet), "save_unet_motion ", folder,
+                       ": the UNet has unmerged LoRA adapters; merge_lora() first (or save_lora() for the adapters)");
+  mcm::fs::write_atomic(folder / "config.json", unet->config().to_json().dump(2) + "\n");
+  write_tensors(folder / "diffusion_pytorch_model.safetensors", without_lora(state_dict(*unet)), dtype, {{"format", "pt"}});
+}
+
+}  // namespace mcm::models
