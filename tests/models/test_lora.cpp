@@ -9,6 +9,7 @@
 
 #include "models/lora.hpp"
 #include "models/unet3d.hpp"
+#include "models/unet_motion.hpp"
 #include "../golden.hpp"
 #include "../test_util.hpp"
 
@@ -227,4 +228,64 @@ TEST(Lora, MergedStudentAndAdapterLoadBackIntoDiffusers) {
   EXPECT_LE(e_merged, 1e-4);
   EXPECT_LE(e_adapter, 1e-4);
   std::printf("[lora] diffusers round trip max abs error: merged student %.3g, PEFT adapter %.3g\n", e_merged, e_adapter);
+}
+
+TEST(Lora, UnetMotionTargetsAndDiffusersRoundTrip) {
+  // AnimateDiff: MCM's list adapts the spatial layers and the motion modules' attention and
+  // projections (no temporal convs to exclude), the layers PEFT wraps; the merged student loads in
+  // diffusers' UNetMotionModel and the adapter file injected by PEFT gives the same output.
+  UnetMotionConfig c;
+  c.down_block_types = {"CrossAttnDownBlockMotion", "DownBlockMotion"};
+  c.up_block_types = {"UpBlockMotion", "CrossAttnUpBlockMotion"};
+  c.block_out_channels = {32, 64};
+  c.layers_per_block = 1;
+  c.cross_attention_dim = 48;
+  c.num_attention_heads = 2;
+  c.motion_num_attention_heads = 4;
+  LoraConfig cfg;
+  cfg.rank = 4;
+  cfg.alpha = 4;
+  nlohmann::json spec = {{"targets", cfg.targets}, {"exclude", cfg.exclude}, {"models", {{"motion", c.to_json()}}}};
+  const auto ref = nlohmann::json::parse(std::ifstream(test::golden_dir("tests/models/make_lora_targets.py", {spec.dump()}) /
+                                                       "targets.json"));
+  torch::manual_seed(5);
+  UnetMotion unet(c);
+  auto dir = test::scratch();
+  save_unet_motion(unet, dir / "base");
+  const auto names = attach_lora(*unet, cfg);
+  const std::set<std::string> ours(names.begin(), names.end());
+  EXPECT_EQ(ours, ref["motion"]["peft"].get<std::set<std::string>>());
+  EXPECT_EQ(ours, ref["motion"]["mcm_reference"].get<std::set<std::string>>());
+  size_t motion = 0;
+  for (const auto& n : ours) motion += n.find(".motion_modules.") != std::string::npos;
+  EXPECT_GT(motion, 0u);
+  std::printf("[lora] UNetMotion: %zu adapted layers (%zu in motion modules), identical to PEFT's and MCM's selection\n",
+              ours.size(), motion);
+
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : unet->named_parameters(true))
+      if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
+  }
+  unet->eval();
+  auto x = torch::randn({2, 4, 6, 8, 8}), t = torch::tensor({10, 999}), ctx = torch::randn({2, 5, 48});
+  torch::Tensor adapted;
+  {
+    torch::NoGradGuard ng;
+    adapted = unet->forward(x, t, ctx);
+  }
+  save_lora(*unet, cfg, dir / "lora");
+  test::expect_error<ConfigError>([&] { save_unet_motion(unet, dir / "student"); }, {"unmerged LoRA"});
+  merge_lora(*unet);
+  save_unet_motion(unet, dir / "student");
+  write_tensors(dir / "inputs.safetensors", {{"x", x}, {"t", t}, {"ctx", ctx}});
+  test::run_python("tests/models/diffusers_roundtrip.py",
+                   {(dir / "inputs.safetensors").string(), (dir / "out.safetensors").string(), (dir / "student").string(),
+                    (dir / "base").string(), (dir / "lora").string()});
+  auto out = read_tensors(dir / "out.safetensors");
+  const double e_merged = max_err(out.at("merged"), adapted), e_adapter = max_err(out.at("adapter"), adapted);
+  EXPECT_LE(e_merged, 1e-4);
+  EXPECT_LE(e_adapter, 1e-4);
+  std::printf("[lora] UNetMotion diffusers round trip max abs error: merged student %.3g, PEFT adapter %.3g\n", e_merged,
+              e_adapter);
 }
