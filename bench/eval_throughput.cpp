@@ -94,7 +94,7 @@ int main(int argc, char** argv) try {
     sync();
     auto t0 = Clock::now();
     for (int64_t b = 0; b < a.sample_clips; b += a.sample_batch)
-      stages::sample_ddim_cfg(unet, schedule, x, cond, uncond, 5.0, a.steps, ddim);
+      stages::sample_ddim_cfg(unet.ptr(), schedule, x, cond, uncond, 5.0, a.steps, ddim);
     sync();
     return static_cast<double>(a.sample_clips) / std::chrono::duration<double>(Clock::now() - t0).count();
   };

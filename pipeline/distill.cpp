@@ -128,15 +128,15 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   torch::Tensor uncond = text_encoder->encode({""}).to(device);
 
   CdModels m;
-  m.teacher = models::load_unet3d(teacher_src.unet);
-  const auto& uc = m.teacher->config();
+  m.teacher = load_teacher_unet(teacher_src);
+  const auto uc = m.teacher->shape();
   require<DataError>(uc.in_channels == info.latent[0] && uc.cross_attention_dim == info.text[1], "distill: teacher ",
                      teacher_src.unet, " takes ", uc.in_channels, "-channel latents and ", uc.cross_attention_dim,
                      "-wide text, but the prep shards hold ", info.latent[0], "-channel latents and ", info.text[1],
                      "-wide text embeddings");
   m.teacher->to(device);
   for (auto& p : m.teacher->parameters()) p.set_requires_grad(false);
-  m.student = models::load_unet3d(teacher_src.unet);
+  m.student = load_teacher_unet(teacher_src);
   models::LoraConfig lc;
   lc.rank = dc.lora_rank;
   lc.alpha = dc.lora_alpha;
@@ -309,7 +309,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     if (ctx.is_root())
       log::info("distill: ", loader.items(), " clips, global batch ", dc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
                 dc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", dc.optim.steps, " steps; student = ",
-                teacher_src.unet.string(), " + LoRA rank ", dc.lora_rank, " on ", adapted.size(), " layers, motion ",
+                teacher_src.unet.string(), " (", m.teacher->config_json().value("_class_name", "UNet"), ") + LoRA rank ", dc.lora_rank, " on ", adapted.size(), " layers, motion ",
                 dc.motion, ", mixed trajectories p = ", dc.mixed_prob, "; ", trainable, " trainable parameters; ",
                 adversarial ? cat("discriminator on the ", dc.disc_backbone, " backbone (", adv.disc->levels(),
                                   " heads), weight ", dc.disc_weight, ", real frames from ",
@@ -331,7 +331,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     m.student->eval();
     models::save_lora(*m.student, lc, student_dir / "lora");
     models::merge_lora(*m.student);
-    models::save_unet3d(m.student, student_dir / "unet");
+    models::save_video_unet(*m.student, student_dir / "unet");
     fs::make_dirs(student_dir / "scheduler");
     fs::write_atomic(sched_file, student_scheduler_config(teacher_src, dc).dump(2) + "\n");
     stage.record_output(lora_file, {{"kind", "student_lora"}, {"steps", res.step}, {"input", input}});

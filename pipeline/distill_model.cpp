@@ -39,7 +39,7 @@ namespace {
 torch::Tensor wide(const torch::Tensor& x) { return x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32); }
 
 // The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(model(x, t, c)), float32.
-torch::Tensor consistency(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text) {
   auto out = wide(unet->forward(x, t, text));
   auto x0 = schedule.predict_x0(out, x, t, o.prediction);

@@ -10,7 +10,7 @@
 #include "models/disc_backbone.hpp"
 #include "models/frame_discriminator.hpp"
 #include "models/motion_head.hpp"
-#include "models/unet3d.hpp"
+#include "models/video_unet.hpp"
 #include "pipeline/distill_config.hpp"
 
 namespace mcm::stages {
@@ -38,8 +38,8 @@ struct CdOptions {
 };
 
 struct CdModels {
-  models::Unet3D student{nullptr};  ///< the teacher's weights plus LoRA: trains
-  models::Unet3D teacher{nullptr};  ///< frozen
+  models::VideoUnet student;  ///< the teacher's weights plus LoRA: trains
+  models::VideoUnet teacher;  ///< frozen
   models::MotionHead head{nullptr};         ///< `learn`: trains with the student
   models::MotionHead head_target{nullptr};  ///< `learn`: the head's EMA copy, for the target
 };

@@ -178,7 +178,7 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
   json summary = json::object();
   int64_t reused = 0, sampled = 0;
   // Models are loaded on first use ("teacher", "student", "baseline") and kept for the jobs after it.
-  std::map<std::string, models::Unet3D> nets;
+  std::map<std::string, models::VideoUnet> nets;
 
   for (const auto& job : jobs_of(sc)) {
     const bool is_teacher = job.method.rfind("teacher", 0) == 0;
@@ -213,12 +213,12 @@ int run_sample(const config::Config& cfg, const dist::DistContext& ctx) {
 
     const std::string model = is_teacher ? "teacher" : job.method;
     if (!nets.count(model)) {
-      auto net = models::load_unet3d(is_teacher ? teacher_src->unet : students.at(job.method).unet);
+      auto net = is_teacher ? load_teacher_unet(*teacher_src) : models::load_video_unet(students.at(job.method).unet);
       net->to(device);
       net->eval();
       nets.emplace(model, net);
     }
-    models::Unet3D* net = &nets.at(model);
+    models::VideoUnet* net = &nets.at(model);
     const auto& schedule_opts = is_teacher ? teacher_src->schedule : students.at(job.method).schedule;
     diffusion::NoiseSchedule schedule(schedule_opts);
 

@@ -36,11 +36,12 @@ int check_external(const config::Config& cfg, const dist::DistContext& ctx) {
   const stdfs::path folder = cfg.models.teacher.path;
   StageRun stage("teacher", kTeacherCodeVersion, cfg, ctx, {"models"}, "");
   std::vector<std::string> errors;
-  json fields;
+  json fields = json::object();
   if (ctx.is_root()) {
     try {
-      auto unet = models::load_unet3d(folder, torch::kBFloat16);  // half the memory of fp32; loading is the check
-      const auto& uc = unet->config();
+      const TeacherSource src = find_teacher(cfg, "teacher");
+      auto unet = load_teacher_unet(src, torch::kBFloat16);  // half the memory of fp32; loading is the check
+      const auto uc = unet->shape();
       const stdfs::path prep = stdfs::path(cfg.run.dir) / "prep";
       if (stdfs::is_directory(prep)) {
         for (auto& n : fs::list_dir(prep)) {
@@ -56,11 +57,13 @@ int check_external(const config::Config& cfg, const dist::DistContext& ctx) {
           break;
         }
       }
-      fields["teacher"] = {{"path", stdfs::absolute(folder).string()}, {"checksum", models::folder_checksum(folder)},
-                           {"config", uc.to_json()}, {"trained", false}};
+      fields["teacher"] = {{"path", stdfs::absolute(folder).string()}, {"checksum", src.checksum},
+                           {"config", unet->config_json()}, {"trained", false}};
+      if (!src.motion_adapter.empty()) fields["teacher"]["motion_adapter"] = stdfs::absolute(src.motion_adapter).string();
       log::info("teacher: using ", folder.string(), " (", fields["teacher"]["checksum"].get<std::string>(), ")");
     } catch (const std::exception& e) {
       errors.push_back(cat("teacher: models.teacher.path = ", folder, ": ", e.what()));
+      log::error(errors.back());
     }
   }
   bool ok = stage.finish(errors, fields);
@@ -107,9 +110,8 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   torch::Tensor empty_text = text_encoder->encode({""});
 
   // The same initial weights on every rank: the default generator seeded identically for init.
-  auto ucfg = teacher_unet_config(tc, info.latent[0], info.latent[2], info.text[1]);
   at::Generator(at::globalContext().defaultGenerator(torch::Device(torch::kCPU))).set_current_seed(rng::seed64(rng::key(seed, "teacher", 0, "init")));
-  models::Unet3D unet(ucfg);
+  models::VideoUnet unet = make_teacher_unet(tc, cfg.models.teacher.kind, info.latent[0], info.latent[2], info.text[1]);
   unet->to(device);
   unet->train();
   train::configure_torch(engine, seed, "teacher", ctx.rank(), device);
@@ -132,7 +134,8 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     train::LatentLoader loader(loader_options(info, tc.optim, engine, ctx, seed, "teacher_loader"));
     if (ctx.is_root())
       log::info("teacher: ", loader.items(), " clips, global batch ", tc.optim.batch, " (", ctx.world_size(), " rank(s) x ",
-                tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, UNet3D ",
+                tc.optim.micro_batch, " x ", loader.accumulation(), " accumulation), ", tc.optim.steps, " steps, ",
+                unet->config_json().value("_class_name", "UNet"), " ",
                 spec.params.size(), " tensors");
     train::Trainer trainer(spec, ctx, device, loader, teacher_loss(unet, schedule, empty_text, tc.caption_dropout, diffusion::parse_prediction(tc.prediction),
                                                                   tc.sample_loss_weight_cap, seed, device));
@@ -151,7 +154,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
   // What the outputs were made from: StageRun::reusable matches this checksum on the next run.
   const json input{{"path", "prep"}, {"kind", "set"}, {"checksum", info.checksum}};
   if (ctx.is_root()) {
-    models::save_unet3d(unet, out / "unet");
+    models::save_video_unet(*unet, out / "unet");
     fs::make_dirs(out / "scheduler");
     fs::write_atomic(out / "scheduler" / "scheduler_config.json", teacher_scheduler_config(tc).dump(2) + "\n");
     stage.record_output(out / "scheduler" / "scheduler_config.json", {{"kind", "teacher_scheduler"}, {"input", input}});
@@ -201,7 +204,7 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     }
   }
   json fields{{"steps", res.step}, {"resumed_from", res.resumed_from}, {"skipped_steps", res.skipped_steps},
-              {"final_loss", res.last_loss}, {"train_seconds", res.seconds}, {"unet_config", ucfg.to_json()}};
+              {"final_loss", res.last_loss}, {"train_seconds", res.seconds}, {"unet_config", unet->config_json()}};
   if (!fidelity.is_null()) fields["fidelity"] = {{"samples", fidelity["samples"]["score"]},
                                                   {"analyser_on_training_clips", fidelity.value("analyser_on_training_clips", json())},
                                                   {"denoising_residual", fidelity.value("denoising_residual", json())}};

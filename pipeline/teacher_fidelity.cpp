@@ -23,7 +23,7 @@ std::vector<std::string> held_out_prompts(int64_t n, uint64_t seed, const std::s
   return out;
 }
 
-torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_ddim_cfg(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                               const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
                               const diffusion::DdimOptions& ddim, const StepNoise& step_noise) {
   torch::NoGradGuard no_grad;
@@ -42,7 +42,7 @@ torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedu
   return x;
 }
 
-torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_lcm(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                          const torch::Tensor& cond, int64_t steps, const diffusion::LcmOptions& lcm, const StepNoise& step_noise) {
   torch::NoGradGuard no_grad;
   diffusion::LcmSampler sampler(schedule, lcm);
@@ -57,7 +57,7 @@ torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& s
   return x;
 }
 
-torch::Tensor sample_dpm_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_dpm_cfg(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
                              const diffusion::DpmSolverOptions& dpm) {
   torch::NoGradGuard no_grad;
@@ -141,7 +141,7 @@ torch::Tensor clip_to_uint8(const torch::Tensor& clip) {
   return ((clip + 1) * 127.5).round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
 }
 
-json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
+json teacher_fidelity(const models::VideoUnet& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
                       const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
                       const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device) {
   auto ddim = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& uncond, const StepNoise& step_noise) {
@@ -154,7 +154,7 @@ json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models
   return r;
 }
 
-json denoising_residual(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
+json denoising_residual(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
                         const torch::Tensor& text, diffusion::Prediction prediction, uint64_t seed,
                         const std::vector<int64_t>& timesteps, torch::Device device) {
   torch::NoGradGuard no_grad;

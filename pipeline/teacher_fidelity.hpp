@@ -15,7 +15,7 @@
 #include "diffusion/schedule.hpp"
 #include "dist/dist_context.hpp"
 #include "models/encoders.hpp"
-#include "models/unet3d.hpp"
+#include "models/video_unet.hpp"
 
 namespace mcm::stages {
 
@@ -38,14 +38,14 @@ using StepNoise = std::function<torch::Tensor(int64_t)>;
 /// DDIM with classifier-free guidance from noise x_T: out = out_u + w (out_c - out_u) per step
 /// (on the model output, eps or v, as diffusers' pipelines do). With ddim.eta > 0, step k (0-based)
 /// adds step_noise(k), standard normal shaped like x.
-torch::Tensor sample_ddim_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_ddim_cfg(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                               const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
                               const diffusion::DdimOptions& ddim,
                               const StepNoise& step_noise = {});
 
 /// DPM-Solver++(2M) with classifier-free guidance from noise x_T, the guidance on the model output
 /// as in sample_ddim_cfg; deterministic (no step noise).
-torch::Tensor sample_dpm_cfg(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_dpm_cfg(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                              const torch::Tensor& cond, const torch::Tensor& uncond, double guidance, int64_t steps,
                              const diffusion::DpmSolverOptions& dpm);
 /// Latents [N, C, T, H, W] -> per clip [T, 3, H', W'] pixels in [-1, 1] (CPU float32).
@@ -58,7 +58,7 @@ torch::Tensor clip_to_uint8(const torch::Tensor& clip);
 nlohmann::json gather_fidelity(const nlohmann::json& mine, const dist::DistContext& ctx);
 /// LCM multistep sampling of a consistency student (MCM.md "Sampling the student": no guidance,
 /// re-noised with step_noise(k) between steps) over `steps` timesteps of lcm's distillation grid.
-torch::Tensor sample_lcm(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
+torch::Tensor sample_lcm(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, torch::Tensor x,
                          const torch::Tensor& cond, int64_t steps, const diffusion::LcmOptions& lcm, const StepNoise& step_noise);
 
 /// Samples latents [N, C, T, H, W] from x_T for N prompts (cond [N, L, D], uncond [1, L, D]).
@@ -74,7 +74,7 @@ nlohmann::json prompt_fidelity(const PromptSampler& sample, models::FrameAutoenc
                                const dist::DistContext& ctx, torch::Device device);
 
 /// prompt_fidelity of the teacher's guided DDIM (sample_ddim_cfg with `opt`), plus its settings.
-nlohmann::json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
+nlohmann::json teacher_fidelity(const models::VideoUnet& unet, models::FrameAutoencoder& ae, models::TextEncoder& text,
                                 const diffusion::NoiseSchedule& schedule, const std::vector<std::string>& prompts,
                                 const FidelityOptions& opt, const dist::DistContext& ctx, torch::Device device);
 
@@ -83,7 +83,7 @@ nlohmann::json teacher_fidelity(models::Unet3D& unet, models::FrameAutoencoder& 
 /// from stream "teacher_eval"/"residual_noise"), divided by the noise variance 1 - abar_t. An
 /// ideal denoiser of clean data approaches 0 at small t; 1 is no denoising. Samples keep what
 /// the last steps leave, so this locates speckled or blurred samples. {"<t>": ratio, ...}.
-nlohmann::json denoising_residual(models::Unet3D& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
+nlohmann::json denoising_residual(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
                                   const torch::Tensor& text, diffusion::Prediction prediction, uint64_t seed,
                                   const std::vector<int64_t>& timesteps, torch::Device device);
 

@@ -33,6 +33,31 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
   return c;
 }
 
+models::UnetMotionConfig teacher_unet_motion_config(const TeacherSection& t, int64_t channels, int64_t height,
+                                                    int64_t text_dim) {
+  const auto u = teacher_unet_config(t, channels, height, text_dim);
+  models::UnetMotionConfig c;
+  c.in_channels = c.out_channels = channels;
+  c.block_out_channels = u.block_out_channels;
+  c.down_block_types.clear();
+  c.up_block_types.clear();
+  for (const auto& d : u.down_block_types) c.down_block_types.push_back(d == "CrossAttnDownBlock3D" ? "CrossAttnDownBlockMotion" : "DownBlockMotion");
+  for (const auto& d : u.up_block_types) c.up_block_types.push_back(d == "CrossAttnUpBlock3D" ? "CrossAttnUpBlockMotion" : "UpBlockMotion");
+  c.layers_per_block = u.layers_per_block;
+  c.norm_num_groups = u.norm_num_groups;
+  c.cross_attention_dim = text_dim;
+  // SD1.5 counts heads (the same at every level); the first level's head width is teacher.head_dim.
+  c.num_attention_heads = c.motion_num_attention_heads = std::max<int64_t>(1, u.block_out_channels[0] / t.head_dim);
+  c.sample_size = height;
+  return c;
+}
+
+models::VideoUnet make_teacher_unet(const TeacherSection& t, const std::string& kind, int64_t channels, int64_t height,
+                                    int64_t text_dim) {
+  if (kind == "unet_motion") return models::UnetMotion(teacher_unet_motion_config(t, channels, height, text_dim)).ptr();
+  return models::Unet3D(teacher_unet_config(t, channels, height, text_dim)).ptr();
+}
+
 // Note [x0 teacher]
 // The embedded teacher predicts x0 ("sample"), not v. Both see the same loss up to the cap: the
 // v loss is (1 + SNR_t) * |x0_hat - x0|^2, and the x0 loss below weights its errors the same way.
@@ -46,7 +71,7 @@ models::Unet3DConfig teacher_unet_config(const TeacherSection& t, int64_t channe
 // 0.19, 0.039, 0.015, 0.016 (plain x0 MSE, cap 1, after 800 steps: 0.70, 0.12, 0.039, 0.036: with
 // no weight on small t the samples end blurred). The 2400-step samples have no speckle; shape
 // accuracy on 32 held-out prompts went from 25% (v) to 38% (x0).
-train::LossFn teacher_loss(models::Unet3D unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
+train::LossFn teacher_loss(models::VideoUnet unet, const diffusion::NoiseSchedule& schedule, torch::Tensor empty_text,
                            double caption_dropout, diffusion::Prediction prediction, double sample_weight_cap,
                            uint64_t seed, torch::Device device) {
   return [=, &schedule](const train::Batch& b, int64_t) mutable {
@@ -114,13 +139,39 @@ nlohmann::json teacher_scheduler_config(const TeacherSection& t) {
 }
 
 TeacherSource find_teacher(const config::Config& cfg, const std::string& stage) {
-  const bool embedded = cfg.models.teacher.path.empty();
+  const auto& tm = cfg.models.teacher;
+  const bool embedded = tm.path.empty();
   const std::filesystem::path unet =
       embedded ? std::filesystem::path(cfg.run.dir) / "teacher" / "unet" : std::filesystem::path(cfg.models.teacher.path);
   require<IoError>(std::filesystem::is_regular_file(unet / "config.json"), stage, ": no teacher at ", unet,
                    embedded ? " (models.teacher.path is empty, so the embedded teacher is used): run `mcm teacher` first"
                             : " (models.teacher.path): expected a diffusers unet/ folder with config.json");
-  return teacher_from_folder(unet, stage);
+  TeacherSource t = teacher_from_folder(unet, stage);
+  if (!tm.motion_adapter.empty()) {
+    t.motion_adapter = tm.motion_adapter;
+    require<IoError>(std::filesystem::is_regular_file(t.motion_adapter / "config.json"), stage, ": models.teacher.motion_adapter = ",
+                     t.motion_adapter, ": expected a diffusers MotionAdapter folder with config.json");
+    t.checksum += "+adapter:" + models::folder_checksum(t.motion_adapter);
+  } else {
+    // The folder's class must be the configured kind: a ModelScope folder under kind = "unet_motion"
+    // (or the reverse) is a configuration mistake, not something to guess around.
+    const std::string cls = models::read_config_json(unet).value("_class_name", std::string("UNet3DConditionModel"));
+    const std::string want = tm.kind == "unet_motion" ? "UNetMotionModel" : "UNet3DConditionModel";
+    require<ConfigError>(cls == want, stage, ": models.teacher.kind = \"", tm.kind, "\" but ", unet / "config.json", " is a ",
+                         cls, tm.kind == "unet_motion" && cls == "UNet2DConditionModel"
+                                  ? " (an SD1.5 unet/: set models.teacher.motion_adapter)" : "");
+  }
+  if (!tm.beta_schedule.empty() && tm.beta_schedule != t.schedule.beta_schedule) {
+    log::info(stage, ": models.teacher.beta_schedule = ", tm.beta_schedule, " replaces the scheduler's ",
+              t.schedule.beta_schedule);
+    t.schedule.beta_schedule = tm.beta_schedule;
+    t.checksum += "+betas:" + tm.beta_schedule;
+  }
+  return t;
+}
+
+models::VideoUnet load_teacher_unet(const TeacherSource& t, torch::ScalarType dtype) {
+  return models::load_video_unet(t.unet, dtype, t.motion_adapter);
 }
 
 TeacherSource teacher_from_folder(const std::filesystem::path& unet, const std::string& stage) {

@@ -36,7 +36,10 @@ void visit_core(Config& c, FieldVisitor& v) {
   v("models.text_encoder.seed", c.models.text_encoder.seed);
   v("models.text_encoder.path", c.models.text_encoder.path);
   v("models.text_encoder.tokenizer", c.models.text_encoder.tokenizer);
+  v("models.teacher.kind", c.models.teacher.kind);
   v("models.teacher.path", c.models.teacher.path);
+  v("models.teacher.motion_adapter", c.models.teacher.motion_adapter);
+  v("models.teacher.beta_schedule", c.models.teacher.beta_schedule);
 }
 
 // Forwards every field with "<section>." in front of its key.

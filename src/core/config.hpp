@@ -42,9 +42,20 @@ struct TextEncoderSection {
 };
 
 struct TeacherModelSection {
+  /// "unet3d": UNet3DConditionModel (ModelScopeT2V); "unet_motion": UNetMotionModel (AnimateDiff:
+  /// SD1.5 + a motion adapter). The embedded teacher is built and pretrained as this kind too.
+  std::string kind = "unet3d";
   /// "" = the embedded default (pretrained by `mcm teacher` into <run.dir>/teacher/unet); else a
-  /// diffusers `unet/` folder (e.g. ModelScope's), which `mcm teacher` checks and records only
+  /// diffusers folder (ModelScope's `unet/`, a saved UNetMotionModel, or SD1.5's `unet/` with
+  /// motion_adapter), which `mcm teacher` checks and records only
   std::string path = "";
+  /// unet_motion with an SD1.5 `unet/` in path: the MotionAdapter folder (e.g. v1-5-2) combined
+  /// with it as UNetMotionModel.from_unet2d does; "" when path is a UNetMotionModel folder
+  std::string motion_adapter = "";
+  /// "" = the scheduler/ config beside the UNet (SD1.5, ModelScope: scaled_linear); "linear" or
+  /// "scaled_linear" overrides it for distillation and sampling alike. AnimateDiff trains with
+  /// scaled_linear and its released demo samples with linear betas: README "AnimateDiff".
+  std::string beta_schedule = "";
 };
 
 struct ModelsSection {

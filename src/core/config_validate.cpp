@@ -46,6 +46,13 @@ void validate(const Config& c) {
                        ": needs room for the begin and end tokens (>= 2)");
   require_positive(te.dim, "models.text_encoder.dim");
 
+  const auto& tm = c.models.teacher;
+  require_one_of(tm.kind, "models.teacher.kind", {"unet3d", "unet_motion"});
+  require<ConfigError>(tm.motion_adapter.empty() || (tm.kind == "unet_motion" && !tm.path.empty()),
+                       "models.teacher.motion_adapter: only with kind = \"unet_motion\" and path = an SD1.5 unet/ folder");
+  if (!tm.beta_schedule.empty())
+    require_one_of(tm.beta_schedule, "models.teacher.beta_schedule", {"linear", "scaled_linear"});
+
   for (auto& [name, section] : c.sections()) section->validate(c);
 }
 

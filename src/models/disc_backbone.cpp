@@ -5,7 +5,7 @@
 
 namespace mcm::models {
 
-TeacherBackbone::TeacherBackbone(Unet3D teacher, int64_t timestep, DiffAugmentOptions augment)
+TeacherBackbone::TeacherBackbone(VideoUnet teacher, int64_t timestep, DiffAugmentOptions augment)
     : teacher_(std::move(teacher)), timestep_(timestep), aug_(augment) {
   aug_.color = false;
   for (auto& p : teacher_->parameters())
@@ -13,7 +13,7 @@ TeacherBackbone::TeacherBackbone(Unet3D teacher, int64_t timestep, DiffAugmentOp
 }
 
 std::vector<int64_t> TeacherBackbone::channels() const {
-  const auto& c = teacher_->config().block_out_channels;
+  const auto& c = teacher_->shape().block_out_channels;
   std::vector<int64_t> out(c.begin(), c.end());
   out.push_back(c.back());  // the mid block
   return out;

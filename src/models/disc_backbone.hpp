@@ -12,7 +12,7 @@
 #include "models/diff_augment.hpp"
 #include "models/dinov2.hpp"
 #include "models/encoders.hpp"
-#include "models/unet3d.hpp"
+#include "models/video_unet.hpp"
 
 namespace mcm::models {
 
@@ -36,14 +36,14 @@ class DiscBackbone {
 /// are augmented by translation and cutout (no colour).
 class TeacherBackbone : public DiscBackbone {
  public:
-  TeacherBackbone(Unet3D teacher, int64_t timestep, DiffAugmentOptions augment);
+  TeacherBackbone(VideoUnet teacher, int64_t timestep, DiffAugmentOptions augment);
   std::vector<int64_t> channels() const override;
   DiffAugmentOptions augment() const override { return aug_; }
   std::vector<torch::Tensor> features(const torch::Tensor& frames, const torch::Tensor& context,
                                       const DiffAugmentDraws& aug) override;
 
  private:
-  Unet3D teacher_;
+  VideoUnet teacher_;
   int64_t timestep_;
   DiffAugmentOptions aug_;
 };

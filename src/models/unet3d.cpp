@@ -283,11 +283,7 @@ Unet3D load_unet3d(const fs::path& folder, torch::ScalarType dtype) {
 }
 
 void save_unet3d(Unet3D& unet, const fs::path& folder, std::optional<torch::ScalarType> dtype) {
-  fs::create_directories(folder);
-  require<ConfigError>(!has_unmerged_lora(*unet), "save_unet3d ", folder,
-                       ": the UNet has unmerged LoRA adapters; merge_lora() first (or save_lora() for the adapters)");
-  mcm::fs::write_atomic(folder / "config.json", unet->config().to_json().dump(2) + "\n");
-  write_tensors(folder / "diffusion_pytorch_model.safetensors", without_lora(state_dict(*unet)), dtype, {{"format", "pt"}});
+  save_video_unet(*unet, folder, dtype);
 }
 
 }  // namespace mcm::models

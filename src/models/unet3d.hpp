@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/layers.hpp"
+#include "models/video_unet.hpp"
 
 namespace mcm::models {
 
@@ -41,19 +42,23 @@ struct Unet3DConfig {
   nlohmann::json to_json() const;
 };
 
-class Unet3DImpl : public torch::nn::Module {
+class Unet3DImpl : public VideoUnetImpl {
  public:
   explicit Unet3DImpl(const Unet3DConfig& cfg);
   /// sample [B, C, F, H, W], timesteps [B] (or one value), context [B, L, cross_attention_dim],
   /// optional timestep_cond [B, time_cond_proj_dim] -> [B, out_channels, F, H, W].
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timesteps, const torch::Tensor& context,
-                        const std::optional<torch::Tensor>& timestep_cond = std::nullopt);
+                        const std::optional<torch::Tensor>& timestep_cond = std::nullopt) override;
   /// The encoder half's features, for a discriminator on the frozen network (LADD): the output
   /// of every down block before its downsampler, then the mid block's output, each [B * F, C, h, w]
   /// (frame-major within a sample). Same arguments as forward (no timestep_cond); the up half is not run.
   std::vector<torch::Tensor> encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
-                                              const torch::Tensor& context);
+                                              const torch::Tensor& context) override;
   const Unet3DConfig& config() const { return cfg_; }
+  VideoUnetShape shape() const override {
+    return {cfg_.in_channels, cfg_.cross_attention_dim, cfg_.time_cond_proj_dim, cfg_.block_out_channels};
+  }
+  nlohmann::json config_json() const override { return cfg_.to_json(); }
 
  private:
   struct Block;

@@ -292,8 +292,9 @@ UnetMotionImpl::UnetMotionImpl(const UnetMotionConfig& c) : cfg_(c) {
   conv_out = register_module("conv_out", conv2d(boc[0], c.out_channels, 3, 1, 1));
 }
 
-torch::Tensor UnetMotionImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
-                                      const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
+std::pair<torch::Tensor, torch::Tensor> UnetMotionImpl::embed(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                                               const torch::Tensor& context,
+                                                               const std::optional<torch::Tensor>& timestep_cond) {
   require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels, "UNetMotion: sample must be [B, ",
                      cfg_.in_channels, ", F, H, W], got ", sample.sizes());
   require<DataError>(context.dim() == 3 && context.size(0) == sample.size(0) &&
@@ -303,37 +304,55 @@ torch::Tensor UnetMotionImpl::forward(const torch::Tensor& sample, const torch::
   const int64_t B = sample.size(0), F = sample.size(2);
   require<DataError>(F <= cfg_.motion_max_seq_length, "UNetMotion: ", F, " frames, but the motion modules' positions cover ",
                      cfg_.motion_max_seq_length, " (motion_max_seq_length)");
-  const int64_t up_factor = int64_t{1} << (cfg_.block_out_channels.size() - 1);
-  const bool forward_upsample_size = sample.size(3) % up_factor != 0 || sample.size(4) % up_factor != 0;
-
   torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
   require<DataError>(t.numel() == 1 || t.numel() == B, "UNetMotion: ", t.numel(), " timesteps for a batch of ", B);
   t = t.expand({B});
   auto dtype = conv_in->weight.scalar_type();
   auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
-  auto emb = time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0);
-  auto ctx = context.repeat_interleave(F, 0);
+  return {time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0), context.repeat_interleave(F, 0)};
+}
 
-  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
-  h = conv_in(h);
-  std::vector<torch::Tensor> skips{h};
+torch::Tensor UnetMotionImpl::encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx,
+                                     int64_t F, std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features) {
+  const int64_t B = sample.size(0);
+  auto h = conv_in(sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)}));
+  if (skips) skips->push_back(h);
   for (auto& b : down_) {
     for (size_t i = 0; i < b->res.size(); ++i) {
       h = b->layer(i, h, emb, ctx, F);
-      skips.push_back(h);
+      if (skips) skips->push_back(h);
     }
+    if (features) features->push_back(h);
     if (!b->down.is_empty()) {
       h = b->down(h);
-      skips.push_back(h);
+      if (skips) skips->push_back(h);
     }
   }
-
   // Mid block: resnet 0, then attention, motion module, resnet 1 (not the down/up order).
   h = mid_->res[0](h, emb);
   h = mid_->attn[0](h, ctx);
   if (!mid_->motion.empty()) h = mid_->motion[0](h, F);
   h = mid_->res[1](h, emb);
+  if (features) features->push_back(h);
+  return h;
+}
 
+std::vector<torch::Tensor> UnetMotionImpl::encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                                            const torch::Tensor& context) {
+  auto [emb, ctx] = embed(sample, timesteps, context, std::nullopt);
+  std::vector<torch::Tensor> features;
+  encode(sample, emb, ctx, sample.size(2), nullptr, &features);
+  return features;
+}
+
+torch::Tensor UnetMotionImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                      const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
+  auto [emb, ctx] = embed(sample, timesteps, context, timestep_cond);
+  const int64_t B = sample.size(0), F = sample.size(2);
+  const int64_t up_factor = int64_t{1} << (cfg_.block_out_channels.size() - 1);
+  const bool forward_upsample_size = sample.size(3) % up_factor != 0 || sample.size(4) % up_factor != 0;
+  std::vector<torch::Tensor> skips;
+  auto h = encode(sample, emb, ctx, F, &skips, nullptr);
   for (size_t bi = 0; bi < up_.size(); ++bi) {
     auto& b = up_[bi];
     const size_t k = b->res.size();
@@ -347,7 +366,6 @@ torch::Tensor UnetMotionImpl::forward(const torch::Tensor& sample, const torch::
     }
     if (!b->up.is_empty()) h = b->up(h, up_size);
   }
-
   h = conv_out(torch::silu(conv_norm_out(h)));
   return h.reshape({B, F, h.size(1), h.size(2), h.size(3)}).permute({0, 2, 1, 3, 4});
 }
@@ -373,11 +391,7 @@ UnetMotion load_unet_motion(const fs::path& unet_folder, const fs::path& adapter
 }
 
 void save_unet_motion(UnetMotion& unet, const fs::path& folder, std::optional<torch::ScalarType> dtype) {
-  fs::create_directories(folder);
-  require<ConfigError>(!has_unmerged_lora(*unet), "save_unet_motion ", folder,
-                       ": the UNet has unmerged LoRA adapters; merge_lora() first (or save_lora() for the adapters)");
-  mcm::fs::write_atomic(folder / "config.json", unet->config().to_json().dump(2) + "\n");
-  write_tensors(folder / "diffusion_pytorch_model.safetensors", without_lora(state_dict(*unet)), dtype, {{"format", "pt"}});
+  save_video_unet(*unet, folder, dtype);
 }
 
 }  // namespace mcm::models

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "models/layers.hpp"
+#include "models/video_unet.hpp"
 
 namespace mcm::models {
 
@@ -58,18 +59,31 @@ struct UnetMotionConfig {
   void validate(const std::filesystem::path& file) const;
 };
 
-class UnetMotionImpl : public torch::nn::Module {
+class UnetMotionImpl : public VideoUnetImpl {
  public:
   explicit UnetMotionImpl(const UnetMotionConfig& cfg);
   /// sample [B, C, F, H, W], timesteps [B] (or one value), context [B, L, cross_attention_dim] (one
   /// per video; repeated per frame here, as AnimateDiffPipeline does before calling diffusers), optional
   /// timestep_cond [B, time_cond_proj_dim] -> [B, out_channels, F, H, W]. F <= motion_max_seq_length.
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timesteps, const torch::Tensor& context,
-                        const std::optional<torch::Tensor>& timestep_cond = std::nullopt);
+                        const std::optional<torch::Tensor>& timestep_cond = std::nullopt) override;
+  /// Every down block's output before its downsampler, then the mid block's, each [B * F, C, h, w].
+  std::vector<torch::Tensor> encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                              const torch::Tensor& context) override;
   const UnetMotionConfig& config() const { return cfg_; }
+  VideoUnetShape shape() const override {
+    return {cfg_.in_channels, cfg_.cross_attention_dim, cfg_.time_cond_proj_dim, cfg_.block_out_channels};
+  }
+  nlohmann::json config_json() const override { return cfg_.to_json(); }
 
  private:
   struct Block;
+  // Checks the inputs; the time embedding per frame and the context per frame.
+  std::pair<torch::Tensor, torch::Tensor> embed(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                                const torch::Tensor& context, const std::optional<torch::Tensor>& cond);
+  // conv_in .. mid block; fills `skips` (for the up half) and `features` when given.
+  torch::Tensor encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx, int64_t F,
+                       std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features);
   UnetMotionConfig cfg_;
   layers::Conv2d conv_in{nullptr}, conv_out{nullptr};
   layers::TimestepEmbedding time_embedding{nullptr};

@@ -199,7 +199,8 @@ bool StageRun::finish(const std::vector<std::string>& my_errors, const json& rec
       if (errors.empty()) rec.erase("errors");
       else rec["errors"] = errors;
       if (!rec.contains("ended")) rec["ended"] = manifest::now_iso();
-      rec.merge_patch(record_fields);
+      // merge_patch with a non-object (a null json) would replace the whole record.
+      if (record_fields.is_object()) rec.merge_patch(record_fields);
       if (rec.contains("attempts") && rec["attempts"].is_array() && !rec["attempts"].empty()) {
         json& a = rec["attempts"].back();
         a["ended"] = rec["ended"];

@@ -100,8 +100,8 @@ TEST_P(CdGolden, LossAndGradientsMatchThePyTorchStep) {
   };
 
   stages::CdModels m;
-  m.teacher = models::load_unet3d(golden() / "teacher", dtype);
-  m.student = models::load_unet3d(golden() / "teacher", dtype);
+  m.teacher = models::load_video_unet(golden() / "teacher", dtype);
+  m.student = models::load_video_unet(golden() / "teacher", dtype);
   m.teacher->to(device);
   models::LoraConfig lc;
   lc.rank = 4;
