@@ -423,7 +423,7 @@ class Pipeline(unittest.TestCase):
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertIn(why, p.stderr)
 
-    def test_modelscope_config_plans_the_papers_jobs(self):
+    def test_paper_configs_plan_the_papers_jobs(self):
         # configs/modelscope.toml, the README's cluster example, loads and validates, and its jobs are
         # sized as documented: 4 nodes x 8 GPUs for the training stages, with requeue before the limit.
         p = subprocess.run([MCM, "slurm", "plan", "--config", os.path.join(SRC, "configs", "modelscope.toml")],
@@ -433,6 +433,14 @@ class Pipeline(unittest.TestCase):
                                    r"'--ntasks-per-node=8' '--gpus-per-node=8' '--time=2-00:00:00' '--requeue' "
                                    r"'--signal=B:USR1@600'\)")
         self.assertIn("MCM_PLAN=('prep' 'teacher' 'distill' 'baseline' 'sample' 'eval' 'report')", p.stdout)
+        # configs/animatediff.toml loads and validates too: the UNetMotionModel teacher from SD1.5 + adapter.
+        ad = os.path.join(SRC, "configs", "animatediff.toml")
+        p = subprocess.run([MCM, "slurm", "plan", "--config", ad], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([MCM, "distill", "--config", ad, "--dry-run"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("kind = 'unet_motion'", p.stdout)
+        self.assertIn("resolution = 512", p.stdout)
         p = subprocess.run([MCM, "slurm", "plan", "--config", TINY, "--set", 'slurm.train_time="5"'],
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
