@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "core/fs.hpp"
 #include "models/lora.hpp"
+#include "models/unet_common.hpp"
 #include "models/weights.hpp"
 
 namespace mcm::models {
@@ -218,61 +219,24 @@ torch::Tensor Unet3DImpl::encode(const torch::Tensor& sample, const torch::Tenso
 
 std::vector<torch::Tensor> Unet3DImpl::encoder_features(const torch::Tensor& sample, const torch::Tensor& timesteps,
                                                         const torch::Tensor& context) {
-  require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels && context.dim() == 3 &&
-                         context.size(0) == sample.size(0) && context.size(2) == cfg_.cross_attention_dim,
-                     "UNet3D features: expected sample [B, ", cfg_.in_channels, ", F, H, W] and context [B, L, ",
-                     cfg_.cross_attention_dim, "], got ", sample.sizes(), " and ", context.sizes());
-  const int64_t B = sample.size(0), F = sample.size(2);
-  torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
-  require<DataError>(t.numel() == 1 || t.numel() == B, "UNet3D: ", t.numel(), " timesteps for a batch of ", B);
-  t = t.expand({B});
-  auto dtype = conv_in->weight.scalar_type();
-  auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
-  auto emb = time_embedding(t_emb, std::nullopt).repeat_interleave(F, 0);
+  auto [emb, ctx] = unet_common::embed_inputs("UNet3D", sample, cfg_.in_channels, context, cfg_.cross_attention_dim, timesteps,
+                                              *time_embedding, cfg_.block_out_channels[0], conv_in->weight.scalar_type(),
+                                              std::nullopt);
   std::vector<torch::Tensor> features;
-  encode(sample, emb, context.repeat_interleave(F, 0), F, nullptr, &features);
+  encode(sample, emb, ctx, sample.size(2), nullptr, &features);
   return features;
 }
 
 torch::Tensor Unet3DImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
                                   const torch::Tensor& context, const std::optional<torch::Tensor>& timestep_cond) {
-  require<DataError>(sample.dim() == 5 && sample.size(1) == cfg_.in_channels, "UNet3D: sample must be [B, ",
-                     cfg_.in_channels, ", F, H, W], got ", sample.sizes());
-  require<DataError>(context.dim() == 3 && context.size(0) == sample.size(0) &&
-                         context.size(2) == cfg_.cross_attention_dim,
-                     "UNet3D: context must be [", sample.size(0), ", L, ", cfg_.cross_attention_dim, "], got ",
-                     context.sizes());
+  auto [emb, ctx] = unet_common::embed_inputs("UNet3D", sample, cfg_.in_channels, context, cfg_.cross_attention_dim, timesteps,
+                                              *time_embedding, cfg_.block_out_channels[0], conv_in->weight.scalar_type(),
+                                              timestep_cond);
   const int64_t B = sample.size(0), F = sample.size(2);
-  const int64_t up_factor = int64_t{1} << (cfg_.block_out_channels.size() - 1);
-  const bool forward_upsample_size = sample.size(3) % up_factor != 0 || sample.size(4) % up_factor != 0;
-
-  torch::Tensor t = timesteps.reshape({-1}).to(sample.device());
-  require<DataError>(t.numel() == 1 || t.numel() == B, "UNet3D: ", t.numel(), " timesteps for a batch of ", B);
-  t = t.expand({B});
-  auto dtype = conv_in->weight.scalar_type();
-  auto t_emb = timestep_embedding(t, cfg_.block_out_channels[0], /*flip_sin_to_cos=*/true, 0.0).to(dtype);
-  auto emb = time_embedding(t_emb, timestep_cond).repeat_interleave(F, 0);
-  auto ctx = context.repeat_interleave(F, 0);
-
   std::vector<torch::Tensor> skips;
   auto h = encode(sample, emb, ctx, F, &skips, nullptr);
-
-  for (size_t bi = 0; bi < up_.size(); ++bi) {
-    auto& b = up_[bi];
-    const size_t k = b->res.size();
-    std::vector<torch::Tensor> res(skips.end() - static_cast<std::ptrdiff_t>(k), skips.end());
-    skips.resize(skips.size() - k);
-    std::optional<std::vector<int64_t>> up_size;
-    if (bi + 1 < up_.size() && forward_upsample_size) up_size = skips.back().sizes().slice(2).vec();
-    for (size_t i = 0; i < k; ++i) {
-      h = torch::cat({h, res[k - 1 - i]}, 1);
-      h = b->layer(i, h, emb, ctx, F);
-    }
-    if (!b->up.is_empty()) h = b->up(h, up_size);
-  }
-
-  h = conv_out(torch::silu(conv_norm_out(h)));
-  return h.reshape({B, F, h.size(1), h.size(2), h.size(3)}).permute({0, 2, 1, 3, 4});
+  h = unet_common::up_half(up_, h, skips, emb, ctx, F, unet_common::needs_upsample_size(sample, cfg_.block_out_channels.size()));
+  return unet_common::to_video(conv_out(torch::silu(conv_norm_out(h))), B, F);
 }
 
 Unet3D load_unet3d(const fs::path& folder, torch::ScalarType dtype) {
