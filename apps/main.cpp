@@ -36,6 +36,7 @@ int run_stage(const Stage& st, int argc, char** argv) {
     cfg.part = {args.part_index, args.part_count};
     if (args.dry_run) {
       std::cout << cfg.to_toml();
+      if (auto fn = mcm::stages::find_dry_run(st.name)) return fn(cfg);
       return 0;
     }
   } catch (const mcm::Error& e) {

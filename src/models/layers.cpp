@@ -48,7 +48,19 @@ void LoraHost::unmerge_lora() {
   merged_ = false;
 }
 
+namespace {
+thread_local int meta_depth = 0;
+}
+MetaConstruction::MetaConstruction() { ++meta_depth; }
+MetaConstruction::~MetaConstruction() { --meta_depth; }
+bool MetaConstruction::active() { return meta_depth > 0; }
+
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  if (MetaConstruction::active()) {
+    weight = register_parameter("weight", torch::empty({out, in}, torch::kMeta));
+    if (with_bias) bias = register_parameter("bias", torch::empty({out}, torch::kMeta));
+    return;
+  }
   nn::Linear init(nn::LinearOptions(in, out).bias(with_bias));
   weight = register_parameter("weight", init->weight.detach().clone());
   if (with_bias) bias = register_parameter("bias", init->bias.detach().clone());
@@ -74,6 +86,11 @@ torch::Tensor LinearImpl::delta() const {
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias)
     : in_(in), out_(out), kernel_(kernel), stride_(stride), padding_(padding) {
+  if (MetaConstruction::active()) {
+    weight = register_parameter("weight", torch::empty({out, in, kernel, kernel}, torch::kMeta));
+    if (with_bias) bias = register_parameter("bias", torch::empty({out}, torch::kMeta));
+    return;
+  }
   nn::Conv2d init(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(with_bias));
   weight = register_parameter("weight", init->weight.detach().clone());
   if (with_bias) bias = register_parameter("bias", init->bias.detach().clone());

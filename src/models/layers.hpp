@@ -11,6 +11,18 @@
 
 namespace mcm::models::layers {
 
+/// While alive on this thread, Linear and Conv2d create their weights on the meta device without
+/// initialising them: a paper-size UNet is built for its structure and parameter counts (`mcm
+/// distill --dry-run`) without allocating its weights. Not copyable; nests.
+class MetaConstruction {
+ public:
+  MetaConstruction();
+  ~MetaConstruction();
+  MetaConstruction(const MetaConstruction&) = delete;
+  MetaConstruction& operator=(const MetaConstruction&) = delete;
+  static bool active();
+};
+
 /// A layer that can carry a LoRA adapter (lora_A, lora_B; PEFT's names and initialisation):
 /// y = base(x) + (alpha / rank) * B(A(dropout(x))), or base with the product merged into it.
 class LoraHost {
@@ -18,6 +30,8 @@ class LoraHost {
   virtual ~LoraHost() = default;
   virtual void add_lora(int64_t rank, double alpha, double dropout) = 0;
   virtual bool has_lora() const = 0;
+  /// Parameters an adapter of this rank adds (lora_A and lora_B), without building it.
+  virtual int64_t lora_parameters(int64_t rank) const = 0;
   /// weight += scale * B A (idempotent, in fp32); unmerge subtracts it again.
   void merge_lora();
   void unmerge_lora();
@@ -43,6 +57,7 @@ class LinearImpl : public torch::nn::Module, public LoraHost {
   torch::Tensor forward(const torch::Tensor& x);
   void add_lora(int64_t rank, double alpha, double dropout) override;
   bool has_lora() const override { return !lora_A.is_empty(); }
+  int64_t lora_parameters(int64_t rank) const override { return rank * (weight.size(0) + weight.size(1)); }
   torch::Tensor weight, bias;
 
  protected:
@@ -63,6 +78,7 @@ class Conv2dImpl : public torch::nn::Module, public LoraHost {
   torch::Tensor forward(const torch::Tensor& x);
   void add_lora(int64_t rank, double alpha, double dropout) override;
   bool has_lora() const override { return !lora_A.is_empty(); }
+  int64_t lora_parameters(int64_t rank) const override { return rank * (in_ * kernel_ * kernel_ + out_); }
   torch::Tensor weight, bias;
 
  protected:

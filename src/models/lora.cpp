@@ -57,6 +57,16 @@ std::vector<std::string> attach_lora(torch::nn::Module& model, const LoraConfig&
   return names;
 }
 
+std::pair<std::vector<std::string>, int64_t> plan_lora(torch::nn::Module& model, const LoraConfig& cfg) {
+  std::pair<std::vector<std::string>, int64_t> out{{}, 0};
+  for (auto& [name, h] : hosts(model)) {
+    if (!lora_matches(cfg, name)) continue;
+    out.first.push_back(name);
+    out.second += h->lora_parameters(cfg.rank);
+  }
+  return out;
+}
+
 std::vector<torch::Tensor> freeze_all_but_lora(torch::nn::Module& model) {
   std::vector<torch::Tensor> trainable;
   for (auto& p : model.named_parameters(true)) {

@@ -32,6 +32,10 @@ bool lora_matches(const LoraConfig& cfg, const std::string& name);
 /// and returns their names. ConfigError when nothing matches or an adapter is already there.
 std::vector<std::string> attach_lora(torch::nn::Module& model, const LoraConfig& cfg);
 
+/// What attach_lora would attach, without attaching (works on a model built on the meta device):
+/// the adapted layers' names and the adapters' parameter count.
+std::pair<std::vector<std::string>, int64_t> plan_lora(torch::nn::Module& model, const LoraConfig& cfg);
+
 /// Sets requires_grad on the adapters only; returns the adapter parameters.
 std::vector<torch::Tensor> freeze_all_but_lora(torch::nn::Module& model);
 

@@ -160,6 +160,22 @@ UnetMotionConfig UnetMotionConfig::from_unet2d(const json& unet, const fs::path&
   return c;
 }
 
+UnetMotionConfig UnetMotionConfig::sd15_v152() {
+  static const json unet = {{"_class_name", "UNet2DConditionModel"}, {"act_fn", "silu"}, {"attention_head_dim", 8},
+                            {"block_out_channels", {320, 640, 1280, 1280}}, {"center_input_sample", false},
+                            {"cross_attention_dim", 768},
+                            {"down_block_types", {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"}},
+                            {"downsample_padding", 1}, {"flip_sin_to_cos", true}, {"freq_shift", 0}, {"in_channels", 4},
+                            {"layers_per_block", 2}, {"mid_block_scale_factor", 1}, {"norm_eps", 1e-5}, {"norm_num_groups", 32},
+                            {"out_channels", 4}, {"sample_size", 64},
+                            {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"}}};
+  static const json adapter = {{"_class_name", "MotionAdapter"}, {"block_out_channels", {320, 640, 1280, 1280}},
+                               {"motion_layers_per_block", 2}, {"motion_max_seq_length", 32},
+                               {"motion_mid_block_layers_per_block", 1}, {"motion_norm_num_groups", 32},
+                               {"motion_num_attention_heads", 8}, {"use_motion_mid_block", true}};
+  return from_unet2d(unet, "stable-diffusion-v1-5/unet/config.json", adapter, "animatediff-motion-adapter-v1-5-2/config.json");
+}
+
 json UnetMotionConfig::to_json() const {
   return {{"_class_name", "UNetMotionModel"},
           {"_diffusers_version", "0.42.1"},

@@ -57,6 +57,9 @@ struct UnetMotionConfig {
                                       const nlohmann::json& adapter, const std::filesystem::path& adapter_file);
   nlohmann::json to_json() const;
   void validate(const std::filesystem::path& file) const;
+  /// Stable Diffusion 1.5's UNet (runwayml unet/config.json) with motion adapter v1-5-2 (its
+  /// config.json), as published: the structure AnimateDiff's folders build.
+  static UnetMotionConfig sd15_v152();
 };
 
 class UnetMotionImpl : public VideoUnetImpl {

@@ -24,6 +24,21 @@ void register_stage(StageDef def) {
 
 std::vector<StageDef> stage_table() { return rows(); }
 
+namespace {
+std::vector<std::pair<std::string, DryRunFn>>& dry_runs() {
+  static std::vector<std::pair<std::string, DryRunFn>> d;
+  return d;
+}
+}  // namespace
+
+void register_dry_run(const std::string& name, DryRunFn fn) { dry_runs().emplace_back(name, fn); }
+
+DryRunFn find_dry_run(std::string_view name) {
+  for (auto& [n, fn] : dry_runs())
+    if (n == name) return fn;
+  return nullptr;
+}
+
 const StageDef* find_stage(std::string_view name) {
   for (auto& r : rows())
     if (r.name == name) return &r;

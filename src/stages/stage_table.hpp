@@ -29,6 +29,13 @@ struct StageDef {
   bool splits = false;  ///< takes `--part I/N` (config::Config::part): one share of its work per process group
 };
 
+/// A stage's `--dry-run` beyond printing the resolved configuration: what it can resolve without
+/// running (structures, counts, estimates, consistency checks). Returns the exit code.
+using DryRunFn = int (*)(const config::Config&);
+/// Registers the dry run of stage `name` (MCM_STAGE_DRY_RUN); null when a stage has none.
+void register_dry_run(const std::string& name, DryRunFn fn);
+DryRunFn find_dry_run(std::string_view name);
+
 /// Adds a row; a name or order registered twice is a programming error (std::logic_error).
 void register_stage(StageDef def);
 /// Every registered stage, in pipeline order.
@@ -42,6 +49,11 @@ const StageDef* find_stage(std::string_view name);
 #define MCM_STAGE(NAME, ORDER, FN, HELP)                                                        \
   static const bool mcm_stage_registered_##FN = [] {                                            \
     ::mcm::stages::register_stage(::mcm::stages::StageDef{NAME, ORDER, &FN, HELP});             \
+    return true;                                                                                \
+  }()
+#define MCM_STAGE_DRY_RUN(NAME, FN)                                                             \
+  static const bool mcm_stage_dry_run_registered_##FN = [] {                                    \
+    ::mcm::stages::register_dry_run(NAME, &FN);                                                 \
     return true;                                                                                \
   }()
 /// A stage whose work can be split into parts run as separate jobs (`mcm prep --part I/N`).

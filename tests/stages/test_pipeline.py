@@ -441,6 +441,21 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("kind = 'unet_motion'", p.stdout)
         self.assertIn("resolution = 512", p.stdout)
+        # The dry run resolves the paper-scale models without weights (built on the meta device) and
+        # checks the batch split over the [slurm] allocation.
+        self.assertIn("UNetMotionModel from", p.stdout)
+        self.assertIn("Stable Diffusion 1.5 + motion adapter v1-5-2 as published", p.stdout)
+        self.assertIn("parameters: 1312730244", p.stdout)  # diffusers' count for SD1.5 + v1-5-2
+        self.assertRegex(p.stdout, r"LoRA rank 64 on 530 layers \(252 in motion modules\)")
+        self.assertIn("global 128 = 4 node(s) x 8 rank(s) ([slurm]) x micro-batch 1 x 4 accumulation step(s)", p.stdout)
+        ms = os.path.join(SRC, "configs", "modelscope.toml")
+        p = subprocess.run([MCM, "distill", "--config", ms, "--dry-run"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("parameters: 1411233860", p.stdout)  # ModelScopeT2V's UNet3DConditionModel
+        self.assertIn("micro-batch 4 x 1 accumulation step(s)", p.stdout)
+        p = subprocess.run([MCM, "distill", "--config", ms, "--dry-run", "--set", "slurm.nodes=3"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("distill.batch = 128 is not a multiple of 3 node(s) x 8 rank(s)", p.stderr)
         p = subprocess.run([MCM, "slurm", "plan", "--config", TINY, "--set", 'slurm.train_time="5"'],
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
