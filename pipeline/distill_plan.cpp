@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/error.hpp"
+#include "models/dinov2.hpp"
 #include "models/layers.hpp"
 #include "models/lora.hpp"
 #include "models/unet3d.hpp"
@@ -76,6 +77,12 @@ std::string gib(double bytes) {
   return b;
 }
 
+std::string percent(int64_t part, int64_t whole) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", 100.0 * static_cast<double>(part) / static_cast<double>(std::max<int64_t>(1, whole)));
+  return b;
+}
+
 int dry_run_distill(const config::Config& cfg) {
   const auto& dc = cfg.section<DistillSection>();
   std::string source;
@@ -103,10 +110,28 @@ int dry_run_distill(const config::Config& cfg) {
   const int64_t per_pass = world * dc.optim.micro_batch;
   const bool divides = dc.optim.batch % per_pass == 0;
 
+  // The discriminator's own frozen backbone: DINOv2 (its config.json, or dinov2-base as published,
+  // 518 px position table); the teacher backbone is the teacher itself.
+  int64_t dino = 0;
+  std::string dino_from;
+  if (dc.disc_weight > 0 && dc.disc_backbone == "dinov2") {
+    models::Dinov2Config dcfg;
+    dcfg.image_size = 518;
+    dino_from = "dinov2-base as published";
+    if (stdfs::is_regular_file(stdfs::path(dc.disc_backbone_path) / "config.json")) {
+      dcfg = models::Dinov2Config::from_json(models::read_config_json(dc.disc_backbone_path),
+                                             stdfs::path(dc.disc_backbone_path) / "config.json");
+      dino_from = (stdfs::path(dc.disc_backbone_path) / "config.json").string();
+    }
+    models::Dinov2 d(dcfg);  // torch's Linear layers: ~0.35 GB for the base model, freed at once
+    for (auto& p : d->parameters()) dino += p.numel();
+  }
+
   // Per GPU, before activations: the frozen teacher and the student as the stage loads them (fp32
-  // weights; autocast computes in train.precision), LoRA gradients and AdamW's two moments in fp32.
+  // weights; autocast computes in train.precision), the DINOv2 backbone in fp32, LoRA gradients
+  // and AdamW's two moments in fp32.
   const std::string precision = train::resolve_precision(cfg.section<train::TrainSection>(), /*cuda=*/true);
-  const double weights = 2.0 * 4.0 * static_cast<double>(total) + 4.0 * static_cast<double>(lora);
+  const double weights = 2.0 * 4.0 * static_cast<double>(total) + 4.0 * static_cast<double>(lora + dino);
   const double optimizer = (4.0 + 8.0) * static_cast<double>(lora);
 
   std::cout << "\n# mcm distill --dry-run: the run as configured (nothing loaded, nothing written)\n"
@@ -114,12 +139,14 @@ int dry_run_distill(const config::Config& cfg) {
             << "  parameters: " << total << " (" << gib(4.0 * static_cast<double>(total)) << " in fp32)\n"
             << "student: the teacher + LoRA rank " << dc.lora_rank << " on " << adapted.size() << " layers ("
             << motion_layers << " in motion modules)\n"
-            << "  trainable: " << lora << " LoRA parameters (" << 100.0 * static_cast<double>(lora) / static_cast<double>(total)
-            << "% of the teacher), plus the motion head and the discriminator heads\n"
+            << "  trainable: " << lora << " LoRA parameters (" << percent(lora, total)
+            << " of the teacher), plus the motion head and the discriminator heads\n"
+            << (dino > 0 ? cat("discriminator backbone: DINOv2 from ", dino_from, ", ", dino, " parameters (frozen)\n")
+                         : std::string())
             << "batch: global " << dc.optim.batch << " = " << world_from << " x micro-batch " << dc.optim.micro_batch;
   if (divides) std::cout << " x " << dc.optim.batch / per_pass << " accumulation step(s)\n";
   else std::cout << ": NOT a multiple of " << per_pass << "\n";
-  std::cout << "memory per GPU before activations: " << gib(weights + optimizer) << " (teacher and student weights "
+  std::cout << "memory per GPU before activations: " << gib(weights + optimizer) << " (teacher, student and backbone weights "
             << gib(weights) << ", LoRA gradients and AdamW state " << gib(optimizer) << "); compute in " << precision
             << "; activations of " << dc.optim.micro_batch << " clip(s) per pass come on top (not estimated)\n";
   if (!divides) {

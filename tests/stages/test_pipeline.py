@@ -448,6 +448,7 @@ class Pipeline(unittest.TestCase):
         self.assertIn("parameters: 1312730244", p.stdout)  # diffusers' count for SD1.5 + v1-5-2
         self.assertRegex(p.stdout, r"LoRA rank 64 on 530 layers \(252 in motion modules\)")
         self.assertIn("global 128 = 4 node(s) x 8 rank(s) ([slurm]) x micro-batch 1 x 4 accumulation step(s)", p.stdout)
+        self.assertIn("DINOv2 from dinov2-base as published, 86580480 parameters", p.stdout)  # transformers' count
         ms = os.path.join(SRC, "configs", "modelscope.toml")
         p = subprocess.run([MCM, "distill", "--config", ms, "--dry-run"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
