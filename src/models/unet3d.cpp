@@ -106,15 +106,10 @@ struct Unet3DImpl::Block : nn::Module {
   }
   // Registration order follows diffusers' (resnets, temp_convs, attentions, temp_attentions).
   void register_all() {
-    auto list = [&](const char* name, auto& v) {
-      if (v.empty()) return;
-      auto l = register_module(name, nn::ModuleList());
-      for (auto& m : v) l->push_back(m);
-    };
-    list("resnets", res);
-    list("temp_convs", tconv);
-    list("attentions", attn);
-    list("temp_attentions", tattn);
+    unet_common::register_list(*this, "resnets", res);
+    unet_common::register_list(*this, "temp_convs", tconv);
+    unet_common::register_list(*this, "attentions", attn);
+    unet_common::register_list(*this, "temp_attentions", tattn);
     if (!down.is_empty()) register_module("downsamplers", nn::ModuleList(down));
     if (!up.is_empty()) register_module("upsamplers", nn::ModuleList(up));
   }
@@ -139,14 +134,12 @@ Unet3DImpl::Unet3DImpl(const Unet3DConfig& c) : cfg_(c) {
   transformer_in = register_module("transformer_in", TransformerTemporal(8, c.attention_head_dim, boc[0], c.norm_num_groups));
 
   down_blocks = register_module("down_blocks", nn::ModuleList());
-  int64_t out = boc[0];
+  const auto downs = unet_common::down_plan(boc, c.layers_per_block);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t in = out;
-    out = boc[i];
     const bool cross = c.down_block_types[i] == "CrossAttnDownBlock3D";
     auto b = std::make_shared<Block>(Block::Down, cross);
-    for (int64_t l = 0; l < c.layers_per_block; ++l) b->add_layer(c, l == 0 ? in : out, out, 1.0, cross);
-    if (i + 1 < n) b->down = Downsample2D(out, c.downsample_padding);
+    for (auto [in, out] : downs[i].resnets) b->add_layer(c, in, out, 1.0, cross);
+    if (downs[i].resample) b->down = Downsample2D(downs[i].out, c.downsample_padding);
     b->register_all();
     down_blocks->push_back(b);
     down_.push_back(b);
@@ -163,21 +156,12 @@ Unet3DImpl::Unet3DImpl(const Unet3DConfig& c) : cfg_(c) {
   register_module("mid_block", mid_);
 
   up_blocks = register_module("up_blocks", nn::ModuleList());
-  std::vector<int64_t> rev(boc.rbegin(), boc.rend());
-  out = rev[0];
+  const auto ups = unet_common::up_plan(boc, c.layers_per_block);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t prev = out;
-    out = rev[i];
-    const int64_t in = rev[std::min(i + 1, n - 1)];
     const bool cross = c.up_block_types[i] == "CrossAttnUpBlock3D";
     auto b = std::make_shared<Block>(Block::Up, cross);
-    const int64_t layers = c.layers_per_block + 1;
-    for (int64_t l = 0; l < layers; ++l) {
-      const int64_t skip = l == layers - 1 ? in : out;
-      const int64_t res_in = l == 0 ? prev : out;
-      b->add_layer(c, res_in + skip, out, 1.0, cross);
-    }
-    if (i + 1 < n) b->up = Upsample2D(out);
+    for (auto [in, out] : ups[i].resnets) b->add_layer(c, in, out, 1.0, cross);
+    if (ups[i].resample) b->up = Upsample2D(ups[i].out);
     b->register_all();
     up_blocks->push_back(b);
     up_.push_back(b);

@@ -1,9 +1,11 @@
-// What the video UNets share around their blocks (unet3d.cpp, unet_motion.cpp): input checks and
-// the per-frame time embedding and context, and the up half's walk over the skip connections.
+// What the video UNets share around their blocks (unet3d.cpp, unet_motion.cpp): diffusers' channel
+// plan of the down and up blocks, registering a block's module lists, input checks and the
+// per-frame time embedding and context, and the up half's walk over the skip connections.
 // Include only from model translation units.
 #pragma once
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -13,6 +15,57 @@
 #include "models/layers.hpp"
 
 namespace mcm::models::unet_common {
+
+/// One down or up block: the (in, out) channels of each of its ResNets, and whether it ends with a
+/// downsampler (down) or an upsampler (up): every block but the last.
+struct BlockPlan {
+  std::vector<std::pair<int64_t, int64_t>> resnets;
+  int64_t out = 0;
+  bool resample = false;
+};
+
+/// Down block i: `layers` ResNets, the first from the previous block's width to block_out_channels[i].
+inline std::vector<BlockPlan> down_plan(const std::vector<int64_t>& boc, int64_t layers) {
+  std::vector<BlockPlan> plan;
+  int64_t out = boc[0];
+  for (size_t i = 0; i < boc.size(); ++i) {
+    const int64_t in = out;
+    out = boc[i];
+    BlockPlan b{{}, out, i + 1 < boc.size()};
+    for (int64_t l = 0; l < layers; ++l) b.resnets.emplace_back(l == 0 ? in : out, out);
+    plan.push_back(std::move(b));
+  }
+  return plan;
+}
+
+/// Up block i (widths reversed): `layers` + 1 ResNets, each taking the running width plus one skip
+/// (the last one the next level's width), as diffusers' up blocks concatenate them.
+inline std::vector<BlockPlan> up_plan(const std::vector<int64_t>& boc, int64_t layers) {
+  const size_t n = boc.size();
+  std::vector<int64_t> rev(boc.rbegin(), boc.rend());
+  std::vector<BlockPlan> plan;
+  int64_t out = rev[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t prev = out;
+    out = rev[i];
+    const int64_t in = rev[std::min(i + 1, n - 1)];
+    BlockPlan b{{}, out, i + 1 < n};
+    for (int64_t l = 0; l <= layers; ++l) {
+      const int64_t skip = l == layers ? in : out;
+      b.resnets.emplace_back((l == 0 ? prev : out) + skip, out);
+    }
+    plan.push_back(std::move(b));
+  }
+  return plan;
+}
+
+/// Registers `modules` under `parent` as the ModuleList `name` (diffusers' list names); nothing when empty.
+template <class M>
+void register_list(torch::nn::Module& parent, const char* name, const std::vector<M>& modules) {
+  if (modules.empty()) return;
+  auto l = parent.register_module(name, torch::nn::ModuleList());
+  for (const auto& m : modules) l->push_back(m);
+}
 
 /// Checks sample [B, in_channels, F, H, W], context [B, L, cross_dim] and 1 or B timesteps (DataErrors
 /// naming `what`); returns the time embedding [B * F, temb] and the context [B * F, L, D], frame-major.

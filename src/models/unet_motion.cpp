@@ -227,15 +227,16 @@ struct UnetMotionImpl::Block : nn::Module {
     motion.push_back(TransformerTemporal(c.motion_num_attention_heads, ch / c.motion_num_attention_heads, ch,
                                          c.norm_num_groups, c.motion_max_seq_length, layers));
   }
+  // A down or up block's layer: resnet, attention (cross blocks), motion module.
+  void add_layer(const UnetMotionConfig& c, int64_t in, int64_t out) {
+    add_resnet(c, in, out, 1.0);
+    if (cross) add_attention(c, out);
+    add_motion(c, out, c.temporal_transformer_layers_per_block);
+  }
   void register_all() {
-    auto list = [&](const char* name, auto& v) {
-      if (v.empty()) return;
-      auto l = register_module(name, nn::ModuleList());
-      for (auto& m : v) l->push_back(m);
-    };
-    list("attentions", attn);
-    list("resnets", res);
-    list("motion_modules", motion);
+    unet_common::register_list(*this, "attentions", attn);
+    unet_common::register_list(*this, "resnets", res);
+    unet_common::register_list(*this, "motion_modules", motion);
     if (!down.is_empty()) register_module("downsamplers", nn::ModuleList(down));
     if (!up.is_empty()) register_module("upsamplers", nn::ModuleList(up));
   }
@@ -256,17 +257,11 @@ UnetMotionImpl::UnetMotionImpl(const UnetMotionConfig& c) : cfg_(c) {
   time_embedding = register_module("time_embedding", TimestepEmbedding(boc[0], temb_dim, c.time_cond_proj_dim));
 
   down_blocks = register_module("down_blocks", nn::ModuleList());
-  int64_t out = boc[0];
+  const auto downs = unet_common::down_plan(boc, c.layers_per_block);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t in = out;
-    out = boc[i];
     auto b = std::make_shared<Block>(c.down_block_types[i] == "CrossAttnDownBlockMotion");
-    for (int64_t l = 0; l < c.layers_per_block; ++l) {
-      b->add_resnet(c, l == 0 ? in : out, out, 1.0);
-      if (b->cross) b->add_attention(c, out);
-      b->add_motion(c, out, c.temporal_transformer_layers_per_block);
-    }
-    if (i + 1 < n) b->down = Downsample2D(out, c.downsample_padding);
+    for (auto [in, out] : downs[i].resnets) b->add_layer(c, in, out);
+    if (downs[i].resample) b->down = Downsample2D(downs[i].out, c.downsample_padding);
     b->register_all();
     down_blocks->push_back(b);
     down_.push_back(b);
@@ -284,22 +279,11 @@ UnetMotionImpl::UnetMotionImpl(const UnetMotionConfig& c) : cfg_(c) {
   register_module("mid_block", mid_);
 
   up_blocks = register_module("up_blocks", nn::ModuleList());
-  std::vector<int64_t> rev(boc.rbegin(), boc.rend());
-  out = rev[0];
+  const auto ups = unet_common::up_plan(boc, c.layers_per_block);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t prev = out;
-    out = rev[i];
-    const int64_t in = rev[std::min(i + 1, n - 1)];
     auto b = std::make_shared<Block>(c.up_block_types[i] == "CrossAttnUpBlockMotion");
-    const int64_t layers = c.layers_per_block + 1;
-    for (int64_t l = 0; l < layers; ++l) {
-      const int64_t skip = l == layers - 1 ? in : out;
-      const int64_t res_in = l == 0 ? prev : out;
-      b->add_resnet(c, res_in + skip, out, 1.0);
-      if (b->cross) b->add_attention(c, out);
-      b->add_motion(c, out, c.temporal_transformer_layers_per_block);
-    }
-    if (i + 1 < n) b->up = Upsample2D(out);
+    for (auto [in, out] : ups[i].resnets) b->add_layer(c, in, out);
+    if (ups[i].resample) b->up = Upsample2D(ups[i].out);
     b->register_all();
     up_blocks->push_back(b);
     up_.push_back(b);
