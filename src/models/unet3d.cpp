@@ -173,24 +173,8 @@ Unet3DImpl::Unet3DImpl(const Unet3DConfig& c) : cfg_(c) {
 
 torch::Tensor Unet3DImpl::encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx, int64_t F,
                                  std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features) {
-  const int64_t B = sample.size(0);
-  auto h = sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)});
-  h = conv_in(h);
-  h = transformer_in(h, F);
-
-  if (skips) skips->push_back(h);
-  for (auto& b : down_) {
-    for (size_t i = 0; i < b->res.size(); ++i) {
-      h = b->layer(i, h, emb, ctx, F);
-      if (skips) skips->push_back(h);
-    }
-    if (features) features->push_back(h);
-    if (!b->down.is_empty()) {
-      h = b->down(h);
-      if (skips) skips->push_back(h);
-    }
-  }
-
+  auto h = transformer_in(conv_in(unet_common::to_frames(sample)), F);
+  h = unet_common::down_half(down_, h, emb, ctx, F, skips, features);
   h = mid_->res[0](h, emb);
   h = mid_->tconv[0](h, F);
   h = mid_->attn[0](h, ctx);

@@ -92,6 +92,28 @@ inline bool needs_upsample_size(const torch::Tensor& sample, size_t levels) {
   return sample.size(3) % f != 0 || sample.size(4) % f != 0;
 }
 
+/// The down half: every layer of every block, the output of each pushed to `skips` (after the
+/// input `h` itself), the block's output before its downsampler to `features` (each when given),
+/// then the downsampler. Block has `res`, `layer(i, h, emb, ctx, F)` and `down`.
+template <class Block>
+torch::Tensor down_half(const std::vector<std::shared_ptr<Block>>& down, torch::Tensor h, const torch::Tensor& emb,
+                        const torch::Tensor& ctx, int64_t F, std::vector<torch::Tensor>* skips,
+                        std::vector<torch::Tensor>* features) {
+  if (skips) skips->push_back(h);
+  for (auto& b : down) {
+    for (size_t i = 0; i < b->res.size(); ++i) {
+      h = b->layer(i, h, emb, ctx, F);
+      if (skips) skips->push_back(h);
+    }
+    if (features) features->push_back(h);
+    if (!b->down.is_empty()) {
+      h = b->down(h);
+      if (skips) skips->push_back(h);
+    }
+  }
+  return h;
+}
+
 /// The up half: each block takes its last len(resnets) skips (latest first), concatenates one per
 /// layer, runs the layer, and upsamples to the next skip's size when the input was not divisible.
 /// Block has `res`, `layer(i, h, emb, ctx, F)` and `up`.
@@ -112,6 +134,11 @@ torch::Tensor up_half(const std::vector<std::shared_ptr<Block>>& up, torch::Tens
     if (!b->up.is_empty()) h = b->up(h, up_size);
   }
   return h;
+}
+
+/// [B, C, F, H, W] to [B * F, C, H, W], frame-major: the frames as a batch of images.
+inline torch::Tensor to_frames(const torch::Tensor& sample) {
+  return sample.permute({0, 2, 1, 3, 4}).reshape({sample.size(0) * sample.size(2), -1, sample.size(3), sample.size(4)});
 }
 
 /// [B * F, C, H, W] (frame-major) back to [B, C, F, H, W].

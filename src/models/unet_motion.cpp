@@ -305,20 +305,7 @@ std::pair<torch::Tensor, torch::Tensor> UnetMotionImpl::embed(const torch::Tenso
 
 torch::Tensor UnetMotionImpl::encode(const torch::Tensor& sample, const torch::Tensor& emb, const torch::Tensor& ctx,
                                      int64_t F, std::vector<torch::Tensor>* skips, std::vector<torch::Tensor>* features) {
-  const int64_t B = sample.size(0);
-  auto h = conv_in(sample.permute({0, 2, 1, 3, 4}).reshape({B * F, -1, sample.size(3), sample.size(4)}));
-  if (skips) skips->push_back(h);
-  for (auto& b : down_) {
-    for (size_t i = 0; i < b->res.size(); ++i) {
-      h = b->layer(i, h, emb, ctx, F);
-      if (skips) skips->push_back(h);
-    }
-    if (features) features->push_back(h);
-    if (!b->down.is_empty()) {
-      h = b->down(h);
-      if (skips) skips->push_back(h);
-    }
-  }
+  auto h = unet_common::down_half(down_, conv_in(unet_common::to_frames(sample)), emb, ctx, F, skips, features);
   // Mid block: resnet 0, then attention, motion module, resnet 1 (not the down/up order).
   h = mid_->res[0](h, emb);
   h = mid_->attn[0](h, ctx);
