@@ -11,7 +11,7 @@
 #include "models/clip_text.hpp"
 #include "models/unet3d.hpp"
 #include "models/weights.hpp"
-#include "../golden.hpp"
+#include "golden_tensors.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -22,31 +22,14 @@ namespace {
 
 class ModelGolden : public ::testing::Test {
  protected:
-  // Made once per oracle version and shared by the test processes (tests/golden.hpp).
-  void SetUp() override {
-    torch::set_num_threads(1);
-    if (golden_) return;
-    auto dir = test::golden_dir("tests/models/make_model_golden.py");
-    golden_ = new TensorMap(read_tensors(dir / "golden.safetensors"));
-    dir_ = new stdfs::path(dir);
+  void SetUp() override { torch::set_num_threads(1); }
+  static const test::GoldenTensors& golden() {
+    static const test::GoldenTensors tensors("tests/models/make_model_golden.py");
+    return tensors;
   }
-  static void TearDownTestSuite() {
-    delete golden_;
-    delete dir_;
-    golden_ = nullptr;
-    dir_ = nullptr;
-  }
-  static const torch::Tensor& g(const std::string& k) {
-    auto it = golden_->find(k);
-    if (it == golden_->end()) throw std::runtime_error("golden tensor " + k + " missing");
-    return it->second;
-  }
-  static bool has(const std::string& k) { return golden_->count(k) > 0; }
-  static stdfs::path* dir_;
-  static TensorMap* golden_;
+  static const torch::Tensor& g(const std::string& k) { return golden()(k); }
+  static bool has(const std::string& k) { return golden().has(k); }
 };
-stdfs::path* ModelGolden::dir_ = nullptr;
-TensorMap* ModelGolden::golden_ = nullptr;
 
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
@@ -64,7 +47,7 @@ void copy_with(const stdfs::path& src, const stdfs::path& dst, const std::functi
 TEST_F(ModelGolden, Unet3DForwardAndGradientsMatchDiffusers) {
   double worst_y = 0, worst_grad = 0;
   for (std::string name : {"unet_a", "unet_b"}) {
-    auto unet = load_unet3d(*dir_ / name);
+    auto unet = load_unet3d(golden().dir / name);
     unet->eval();
     for (std::string c : {"even", "odd"}) {
       const std::string key = name + "/" + c;
@@ -78,7 +61,7 @@ TEST_F(ModelGolden, Unet3DForwardAndGradientsMatchDiffusers) {
       worst_y = std::max(worst_y, e);
       (y * y).mean().backward();
       auto params = unet->named_parameters();
-      for (const auto& [k, t] : *golden_) {
+      for (const auto& [k, t] : golden().tensors) {
         const std::string prefix = key + "/grad/";
         if (k.rfind(prefix, 0) != 0) continue;
         const double eg = max_err(params[k.substr(prefix.size())].grad(), t);
@@ -91,7 +74,7 @@ TEST_F(ModelGolden, Unet3DForwardAndGradientsMatchDiffusers) {
 }
 
 TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
-  auto vae = load_autoencoder_kl(*dir_ / "vae");
+  auto vae = load_autoencoder_kl(golden().dir / "vae");
   vae->eval();
   torch::NoGradGuard ng;
   auto [mean, logvar] = vae->encode_moments(g("vae/x"));
@@ -105,7 +88,7 @@ TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
 
   // Behind the prep interface: scaled mean latents; slicing does not change the result; sampling
   // is seeded by the caller and differs from the mean by the posterior std.
-  VaeFrameAutoencoder ae(vae, VaeFrameAutoencoder::Mode::Mean, 2, (*dir_ / "vae").string());
+  VaeFrameAutoencoder ae(vae, VaeFrameAutoencoder::Mode::Mean, 2, (golden().dir / "vae").string());
   auto z = ae.encode(g("vae/x"));
   EXPECT_LE(max_err(z, g("vae/mean") * 0.18215), 1e-5);
   EXPECT_EQ(ae.downsample(), 2);
@@ -135,7 +118,7 @@ TEST_F(ModelGolden, AutoencoderKLMatchesDiffusers) {
 TEST_F(ModelGolden, ClipTextModelMatchesTransformers) {
   double worst = 0;
   for (std::string name : {"clip_a", "clip_b"}) {
-    auto model = load_clip_text_model(*dir_ / name);  // clip_b has the legacy "text_model." keys
+    auto model = load_clip_text_model(golden().dir / name);  // clip_b has the legacy "text_model." keys
     model->eval();
     torch::NoGradGuard ng;
     auto o = model->forward(g(name + "/ids"));
@@ -153,11 +136,11 @@ TEST_F(ModelGolden, ClipTextModelMatchesTransformers) {
   }
   std::printf("[parity] CLIP text encoder fp32 max abs error: %.3g\n", worst);
 
-  auto cfg = read_config_json(*dir_ / "clip_a");
+  auto cfg = read_config_json(golden().dir / "clip_a");
   cfg["hidden_act"] = "relu";
   test::expect_error<ConfigError>([&] { ClipTextConfig::from_json(cfg, "text_encoder/config.json"); },
                                   {"text_encoder/config.json", "hidden_act", "relu"});
-  auto model = load_clip_text_model(*dir_ / "clip_a");
+  auto model = load_clip_text_model(golden().dir / "clip_a");
   test::expect_error<DataError>([&] { model->forward(torch::full({1, 13}, 5, torch::kInt64)); },
                                 {"13 tokens exceed max_position_embeddings 12"});
   test::expect_error<DataError>([&] { model->forward(torch::full({1, 4}, 100, torch::kInt64)); }, {"out of range"});
@@ -191,9 +174,9 @@ TEST(PipelineFolder, TinyDiffusersPipelineLoadsAndEncodesPromptsLikeDiffusers) {
 
 TEST_F(ModelGolden, HalfPrecisionFilesLoadIntoFloatModels) {
   // unet_a_fp16/ is unet_a cast to float16 and saved by diffusers with variant="fp16".
-  auto unet = load_unet3d(*dir_ / "unet_a_fp16");
+  auto unet = load_unet3d(golden().dir / "unet_a_fp16");
   EXPECT_EQ(unet->parameters().front().scalar_type(), torch::kFloat32);
-  auto ref = read_tensors(*dir_ / "unet_a/diffusion_pytorch_model.safetensors");
+  auto ref = read_tensors(golden().dir / "unet_a/diffusion_pytorch_model.safetensors");
   auto ours = state_dict(*unet);
   ASSERT_EQ(ours.size(), ref.size());
   // Values are the f16 roundings of the originals.
@@ -201,12 +184,12 @@ TEST_F(ModelGolden, HalfPrecisionFilesLoadIntoFloatModels) {
 }
 
 TEST_F(ModelGolden, LoadedModelsAreInEvalModeAndFp16VariantFoldersLoad) {
-  auto unet = load_unet3d(*dir_ / "unet_a");
+  auto unet = load_unet3d(golden().dir / "unet_a");
   EXPECT_FALSE(unet->is_training());  // as diffusers' from_pretrained: temporal-conv dropout off
-  EXPECT_FALSE(load_autoencoder_kl(*dir_ / "vae")->is_training());
-  EXPECT_FALSE(load_clip_text_model(*dir_ / "clip_a")->is_training());
+  EXPECT_FALSE(load_autoencoder_kl(golden().dir / "vae")->is_training());
+  EXPECT_FALSE(load_clip_text_model(golden().dir / "clip_a")->is_training());
   // A folder saved (or downloaded) with variant="fp16" has only diffusion_pytorch_model.fp16.safetensors.
-  const auto variant = *dir_ / "unet_a_fp16";
+  const auto variant = golden().dir / "unet_a_fp16";
   ASSERT_FALSE(stdfs::exists(variant / "diffusion_pytorch_model.safetensors"));
   EXPECT_EQ(find_weights(variant).filename(), "diffusion_pytorch_model.fp16.safetensors");
   EXPECT_NO_THROW(load_unet3d(variant));
@@ -222,7 +205,7 @@ TEST_F(ModelGolden, LoadedModelsAreInEvalModeAndFp16VariantFoldersLoad) {
 }
 
 TEST_F(ModelGolden, SaveThenLoadRoundTrips) {
-  auto unet = load_unet3d(*dir_ / "unet_b");
+  auto unet = load_unet3d(golden().dir / "unet_b");
   auto dst = test::scratch() / "unet_b_copy";
   save_unet3d(unet, dst);
   auto back = load_unet3d(dst);
@@ -236,7 +219,7 @@ TEST_F(ModelGolden, SaveThenLoadRoundTrips) {
 TEST_F(ModelGolden, ModelScopeStructureHasDiffusersNamesAndShapes) {
   // The full ModelScopeT2V config has the same names at 4x the widths (checked once by hand: all
   // 1480 tensors, 1.41B parameters, identical); here its structure at a quarter width.
-  std::ifstream in(*dir_ / "modelscope_structure.json");
+  std::ifstream in(golden().dir / "modelscope_structure.json");
   auto doc = nlohmann::json::parse(in);
   Unet3D unet(Unet3DConfig::from_json(doc["config"], "modelscope_structure.json"));
   std::map<std::string, std::vector<int64_t>> ours, ref;
@@ -256,34 +239,34 @@ TEST_F(ModelGolden, ModelScopeStructureHasDiffusersNamesAndShapes) {
 TEST_F(ModelGolden, ShardedCheckpointFoldersLoad) {
   // diffusers/transformers save_pretrained(max_shard_size=...) writes big models as
   // <stem>-0000K-of-0000N.safetensors plus <stem>.safetensors.index.json.
-  const auto sharded = *dir_ / "unet_a_sharded";
+  const auto sharded = golden().dir / "unet_a_sharded";
   ASSERT_FALSE(stdfs::exists(sharded / "diffusion_pytorch_model.safetensors"));
   ASSERT_TRUE(stdfs::exists(sharded / "diffusion_pytorch_model-00002-of-00006.safetensors"));
   EXPECT_EQ(find_weights(sharded).filename(), "diffusion_pytorch_model.safetensors.index.json");
-  auto a = state_dict(*load_unet3d(sharded)), b = state_dict(*load_unet3d(*dir_ / "unet_a"));
+  auto a = state_dict(*load_unet3d(sharded)), b = state_dict(*load_unet3d(golden().dir / "unet_a"));
   ASSERT_EQ(a.size(), b.size());
   for (auto& [k, t] : a) EXPECT_TRUE(torch::equal(t, b.at(k))) << k;
 
-  const auto clip = *dir_ / "clip_a_sharded";
+  const auto clip = golden().dir / "clip_a_sharded";
   EXPECT_EQ(find_weights(clip).filename(), "model.safetensors.index.json");
-  auto c = state_dict(*load_clip_text_model(clip)), d = state_dict(*load_clip_text_model(*dir_ / "clip_a"));
+  auto c = state_dict(*load_clip_text_model(clip)), d = state_dict(*load_clip_text_model(golden().dir / "clip_a"));
   ASSERT_EQ(c.size(), d.size());
   for (auto& [k, t] : c) EXPECT_TRUE(torch::equal(t, d.at(k))) << k;
 }
 
 // diffusers names a sharded fp16 variant's index diffusion_pytorch_model.safetensors.index.fp16.json.
 TEST_F(ModelGolden, ShardedFp16VariantFoldersLoad) {
-  const auto folder = *dir_ / "unet_a_fp16_sharded";
+  const auto folder = golden().dir / "unet_a_fp16_sharded";
   ASSERT_TRUE(stdfs::exists(folder / "diffusion_pytorch_model.safetensors.index.fp16.json"));
   EXPECT_EQ(find_weights(folder).filename(), "diffusion_pytorch_model.safetensors.index.fp16.json");
-  auto a = state_dict(*load_unet3d(folder)), b = state_dict(*load_unet3d(*dir_ / "unet_a_fp16"));
+  auto a = state_dict(*load_unet3d(folder)), b = state_dict(*load_unet3d(golden().dir / "unet_a_fp16"));
   ASSERT_EQ(a.size(), b.size());
   for (auto& [k, t] : a) EXPECT_TRUE(torch::equal(t, b.at(k))) << k;
 }
 
 TEST_F(ModelGolden, StrictLoadListsEveryMissingUnexpectedAndMisshapedKey) {
   auto dst = test::scratch() / "bad";
-  copy_with(*dir_ / "unet_a", dst, [](TensorMap& w) {
+  copy_with(golden().dir / "unet_a", dst, [](TensorMap& w) {
     w.erase("conv_in.bias");
     w.erase("mid_block.temp_convs.1.conv4.3.weight");
     w["conv_out.extra"] = torch::zeros({2});
@@ -300,10 +283,10 @@ TEST_F(ModelGolden, BadFoldersAndConfigsAreRefusedByName) {
   test::expect_error<IoError>([&] { load_unet3d(root / "absent"); }, {"absent", "config.json"});
   auto nowt = root / "no_weights";
   stdfs::create_directories(nowt);
-  stdfs::copy_file(*dir_ / "unet_a/config.json", nowt / "config.json");
+  stdfs::copy_file(golden().dir / "unet_a/config.json", nowt / "config.json");
   test::expect_error<IoError>([&] { load_unet3d(nowt); }, {"no weights in", "diffusion_pytorch_model.safetensors"});
 
-  auto cfg = read_config_json(*dir_ / "unet_a");
+  auto cfg = read_config_json(golden().dir / "unet_a");
   auto with = [&](const std::string& k, nlohmann::json v) {
     auto c = cfg;
     c[k] = std::move(v);
@@ -333,14 +316,14 @@ TEST_F(ModelGolden, BadFoldersAndConfigsAreRefusedByName) {
   test::write_text(bad_json / "config.json", "{\"in_channels\": 4,");
   test::expect_error<IoError>([&] { load_unet3d(bad_json); }, {"bad_json/config.json", "not valid JSON"});
 
-  auto vcfg = read_config_json(*dir_ / "vae");
+  auto vcfg = read_config_json(golden().dir / "vae");
   vcfg["up_block_types"] = {"UpDecoderBlock2D", "AttnUpDecoderBlock2D"};
   test::expect_error<ConfigError>([&] { AutoencoderKLConfig::from_json(vcfg, "vae/config.json"); },
                                   {"vae/config.json", "AttnUpDecoderBlock2D"});
 }
 
 TEST_F(ModelGolden, WrongInputsAreRefusedWithShapes) {
-  auto unet = load_unet3d(*dir_ / "unet_a");
+  auto unet = load_unet3d(golden().dir / "unet_a");
   test::expect_error<DataError>([&] { unet->forward(torch::zeros({1, 3, 2, 8, 8}), torch::zeros({1}), torch::zeros({1, 5, 16})); },
                                 {"sample must be [B, 4, F, H, W]", "[1, 3, 2, 8, 8]"});
   test::expect_error<DataError>([&] { unet->forward(torch::zeros({1, 4, 2, 8, 8}), torch::zeros({1}), torch::zeros({1, 5, 8})); },

@@ -10,7 +10,7 @@
 
 #include "models/unet_motion.hpp"
 #include "models/weights.hpp"
-#include "../golden.hpp"
+#include "golden_tensors.hpp"
 #include "../test_util.hpp"
 
 using namespace mcm;
@@ -20,28 +20,14 @@ namespace stdfs = std::filesystem;
 namespace {
 class MotionGolden : public ::testing::Test {
  protected:
-  void SetUp() override {
-    torch::set_num_threads(1);
-    if (golden_) return;
-    dir_ = new stdfs::path(test::golden_dir("tests/models/make_motion_golden.py"));
-    golden_ = new TensorMap(read_tensors(*dir_ / "golden.safetensors"));
+  void SetUp() override { torch::set_num_threads(1); }
+  static const test::GoldenTensors& golden() {
+    static const test::GoldenTensors tensors("tests/models/make_motion_golden.py");
+    return tensors;
   }
-  static void TearDownTestSuite() {
-    delete golden_;
-    delete dir_;
-    golden_ = nullptr;
-    dir_ = nullptr;
-  }
-  static const torch::Tensor& g(const std::string& k) {
-    auto it = golden_->find(k);
-    if (it == golden_->end()) throw std::runtime_error("golden tensor " + k + " missing");
-    return it->second;
-  }
-  static stdfs::path* dir_;
-  static TensorMap* golden_;
+  static const torch::Tensor& g(const std::string& k) { return golden()(k); }
+  static bool has(const std::string& k) { return golden().has(k); }
 };
-stdfs::path* MotionGolden::dir_ = nullptr;
-TensorMap* MotionGolden::golden_ = nullptr;
 
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 }  // namespace
@@ -53,15 +39,15 @@ TEST_F(MotionGolden, ForwardAndGradientsMatchDiffusers) {
     std::function<UnetMotion()> load;
   };
   const std::vector<Case> models{
-      {"unet_motion", [] { return load_unet_motion(*dir_ / "unet", *dir_ / "motion_adapter"); }},  // from_unet2d
-      {"unet_motion", [] { return load_unet_motion(*dir_ / "unet_motion"); }},                   // a saved folder
-      {"unet_motion_mid", [] { return load_unet_motion(*dir_ / "unet_motion_mid"); }}};
+      {"unet_motion", [] { return load_unet_motion(golden().dir / "unet", golden().dir / "motion_adapter"); }},  // from_unet2d
+      {"unet_motion", [] { return load_unet_motion(golden().dir / "unet_motion"); }},                   // a saved folder
+      {"unet_motion_mid", [] { return load_unet_motion(golden().dir / "unet_motion_mid"); }}};
   for (const auto& m : models) {
     auto unet = m.load();
     for (std::string c : {"even", "odd"}) {
       const std::string key = m.golden + "/" + c;
       std::optional<torch::Tensor> cond;
-      if (golden_->count(key + "/cond")) cond = g(key + "/cond");
+      if (has(key + "/cond")) cond = g(key + "/cond");
       unet->zero_grad();
       auto y = unet->forward(g(key + "/x"), g(key + "/t"), g(key + "/ctx"), cond);
       ASSERT_EQ(y.sizes(), g(key + "/y").sizes()) << key;
@@ -71,7 +57,7 @@ TEST_F(MotionGolden, ForwardAndGradientsMatchDiffusers) {
       (y * y).mean().backward();
       auto params = unet->named_parameters();
       int grads = 0;
-      for (const auto& [k, t] : *golden_) {
+      for (const auto& [k, t] : golden().tensors) {
         const std::string prefix = key + "/grad/";
         if (k.rfind(prefix, 0) != 0) continue;
         const double eg = max_err(params[k.substr(prefix.size())].grad(), t);
@@ -88,15 +74,15 @@ TEST_F(MotionGolden, ForwardAndGradientsMatchDiffusers) {
 TEST_F(MotionGolden, SavedFolderIsDiffusersOwn) {
   // from_unet2d in C++ gives exactly diffusers' UNetMotionModel: same config, same tensors; our
   // saved folder holds the same tensors and reads back as the same model.
-  auto ours = load_unet_motion(*dir_ / "unet", *dir_ / "motion_adapter");
-  auto ref = read_tensors(*dir_ / "unet_motion" / "diffusion_pytorch_model.safetensors");
+  auto ours = load_unet_motion(golden().dir / "unet", golden().dir / "motion_adapter");
+  auto ref = read_tensors(golden().dir / "unet_motion" / "diffusion_pytorch_model.safetensors");
   auto sd = state_dict(*ours);
   ASSERT_EQ(sd.size(), ref.size());
   for (auto& [k, t] : ref) EXPECT_TRUE(torch::equal(sd.at(k), t)) << k;
   const auto dst = test::scratch() / "saved";
   save_unet_motion(ours, dst);
   for (auto& [k, t] : read_tensors(dst / "diffusion_pytorch_model.safetensors")) EXPECT_TRUE(torch::equal(ref.at(k), t)) << k;
-  auto theirs = UnetMotionConfig::from_json(read_config_json(*dir_ / "unet_motion"), "unet_motion/config.json");
+  auto theirs = UnetMotionConfig::from_json(read_config_json(golden().dir / "unet_motion"), "unet_motion/config.json");
   EXPECT_EQ(load_unet_motion(dst)->config().to_json(), theirs.to_json());
   EXPECT_EQ(ours->config().to_json(), theirs.to_json());
 }
@@ -104,7 +90,7 @@ TEST_F(MotionGolden, SavedFolderIsDiffusersOwn) {
 TEST_F(MotionGolden, Sd15WithAdapterV152HasDiffusersNamesAndShapes) {
   // SD1.5 + v1-5-2 (names and shapes from diffusers on the meta device) at a quarter of the widths;
   // MCM_TEST_FULL_SD15=1 builds the full 1.31B-parameter model instead (5 GB, about a minute).
-  std::ifstream in(*dir_ / "sd15_structure.json");
+  std::ifstream in(golden().dir / "sd15_structure.json");
   auto doc = nlohmann::json::parse(in);
   const char* full = std::getenv("MCM_TEST_FULL_SD15");
   const auto& q = doc[full && std::string(full) == "1" ? "full" : "quarter"];
@@ -131,7 +117,7 @@ TEST_F(MotionGolden, Sd15WithAdapterV152HasDiffusersNamesAndShapes) {
 }
 
 TEST_F(MotionGolden, RefusesWhatItCannotBuildFaithfully) {
-  auto unet = read_config_json(*dir_ / "unet"), adapter = read_config_json(*dir_ / "motion_adapter");
+  auto unet = read_config_json(golden().dir / "unet"), adapter = read_config_json(golden().dir / "motion_adapter");
   auto with = [](nlohmann::json j, const std::string& k, nlohmann::json v) {
     j[k] = std::move(v);
     return j;
@@ -145,7 +131,7 @@ TEST_F(MotionGolden, RefusesWhatItCannotBuildFaithfully) {
   test::expect_error<ConfigError>(
       [&] { UnetMotionConfig::from_unet2d(unet, "u/config.json", with(adapter, "block_out_channels", {32, 128}), "a/config.json"); },
       {"block_out_channels", "widths"});
-  auto saved = read_config_json(*dir_ / "unet_motion");
+  auto saved = read_config_json(golden().dir / "unet_motion");
   test::expect_error<ConfigError>(
       [&] { UnetMotionConfig::from_json(with(saved, "num_attention_heads", {2, 4}), "m/config.json"); },
       {"m/config.json", "num_attention_heads", "per-block"});
@@ -153,16 +139,16 @@ TEST_F(MotionGolden, RefusesWhatItCannotBuildFaithfully) {
       [&] { UnetMotionConfig::from_json(with(saved, "_class_name", "UNet3DConditionModel"), "m/config.json"); },
       {"expected UNetMotionModel"});
   // More frames than the positional table: a clear error, not a shape mismatch deep inside.
-  auto m = load_unet_motion(*dir_ / "unet_motion_mid");  // motion_max_seq_length 16
+  auto m = load_unet_motion(golden().dir / "unet_motion_mid");  // motion_max_seq_length 16
   torch::NoGradGuard ng;
   test::expect_error<DataError>([&] { m->forward(torch::randn({1, 4, 17, 8, 8}), torch::tensor({5}), torch::randn({1, 3, 48})); },
                                 {"17 frames", "motion_max_seq_length"});
   // A UNet folder and an adapter folder sharing a key would be ambiguous.
   const auto dup = test::scratch() / "dup";
   stdfs::create_directories(dup);
-  stdfs::copy_file(*dir_ / "motion_adapter" / "config.json", dup / "config.json");
-  auto w = read_tensors(*dir_ / "motion_adapter" / "diffusion_pytorch_model.safetensors");
+  stdfs::copy_file(golden().dir / "motion_adapter" / "config.json", dup / "config.json");
+  auto w = read_tensors(golden().dir / "motion_adapter" / "diffusion_pytorch_model.safetensors");
   w["conv_in.weight"] = torch::zeros({32, 4, 3, 3});
   write_tensors(dup / "diffusion_pytorch_model.safetensors", w);
-  test::expect_error<DataError>([&] { load_unet_motion(*dir_ / "unet", dup); }, {"conv_in.weight", "also in the UNet"});
+  test::expect_error<DataError>([&] { load_unet_motion(golden().dir / "unet", dup); }, {"conv_in.weight", "also in the UNet"});
 }
