@@ -38,10 +38,24 @@ struct Inputs {
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 /// Random non-zero adapters (a fresh B is zero, which would make every check trivial).
-void randomize_lora(Unet3D& unet) {
+void randomize_lora(torch::nn::Module& unet) {
   torch::NoGradGuard ng;
-  for (auto& p : unet->named_parameters(true))
+  for (auto& p : unet.named_parameters(true))
     if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
+}
+
+/// diffusers_roundtrip.py on what our C++ wrote under `dir` (base/, lora/, student/) for these
+/// inputs: the max abs errors of diffusers' merged student and of the base with our adapter file
+/// injected by PEFT, against `adapted` (our output with the adapters unmerged). Not a cached
+/// golden: the inputs are what the test just wrote.
+std::pair<double, double> diffusers_roundtrip(const stdfs::path& dir, const torch::Tensor& x, const torch::Tensor& t,
+                                              const torch::Tensor& ctx, const torch::Tensor& adapted) {
+  write_tensors(dir / "inputs.safetensors", {{"x", x}, {"t", t}, {"ctx", ctx}});
+  test::run_python("tests/models/diffusers_roundtrip.py",
+                   {(dir / "inputs.safetensors").string(), (dir / "out.safetensors").string(), (dir / "student").string(),
+                    (dir / "base").string(), (dir / "lora").string()});
+  auto out = read_tensors(dir / "out.safetensors");
+  return {max_err(out.at("merged"), adapted), max_err(out.at("adapter"), adapted)};
 }
 
 }  // namespace
@@ -128,7 +142,7 @@ TEST(Lora, FreshIsIdentityMergeMatchesUnmergeRestores) {
   cfg.alpha = 2;  // scale 0.5: merge must apply it
   attach_lora(*unet, cfg);
   EXPECT_TRUE(torch::equal(unet->forward(in.x, in.t, in.ctx), base));
-  randomize_lora(unet);
+  randomize_lora(*unet);
   auto adapted = unet->forward(in.x, in.t, in.ctx);
   EXPECT_GT(max_err(adapted, base), 1e-3);
   merge_lora(*unet);
@@ -149,7 +163,7 @@ TEST(Lora, OnlyAdaptersTrain) {
   auto names = attach_lora(*unet, cfg);
   auto trainable = freeze_all_but_lora(*unet);
   EXPECT_EQ(trainable.size(), 2 * names.size());
-  randomize_lora(unet);
+  randomize_lora(*unet);
   Inputs in;
   unet->forward(in.x, in.t, in.ctx).square().mean().backward();
   int with_grad = 0;
@@ -171,7 +185,7 @@ TEST(Lora, ExportImportAndRefusals) {
   cfg.alpha = 6;
   attach_lora(*a, cfg);
   attach_lora(*b, cfg);
-  randomize_lora(a);
+  randomize_lora(*a);
   auto dir = test::scratch();
   save_lora(*a, cfg, dir);
   auto file = read_tensors(dir / "pytorch_lora_weights.safetensors");
@@ -204,7 +218,7 @@ TEST(Lora, MergedStudentAndAdapterLoadBackIntoDiffusers) {
   cfg.rank = 4;
   cfg.alpha = 4;  // diffusers' default scale for a PEFT file without alphas; ours folds alpha/rank into B anyway
   attach_lora(*base, cfg);
-  randomize_lora(base);
+  randomize_lora(*base);
   base->eval();
   Inputs in;
   torch::Tensor adapted;
@@ -218,13 +232,7 @@ TEST(Lora, MergedStudentAndAdapterLoadBackIntoDiffusers) {
   merge_lora(*base);
   save_unet3d(base, dir / "student");
   EXPECT_EQ(load_unet3d(dir / "student")->named_parameters().size(), Unet3D(tiny())->named_parameters().size());
-  write_tensors(dir / "inputs.safetensors", {{"x", in.x}, {"t", in.t}, {"ctx", in.ctx}});
-  // Not a cached golden: the inputs are what our C++ just wrote.
-  test::run_python("tests/models/diffusers_roundtrip.py",
-                   {(dir / "inputs.safetensors").string(), (dir / "out.safetensors").string(), (dir / "student").string(),
-                    (dir / "base").string(), (dir / "lora").string()});
-  auto out = read_tensors(dir / "out.safetensors");
-  const double e_merged = max_err(out.at("merged"), adapted), e_adapter = max_err(out.at("adapter"), adapted);
+  const auto [e_merged, e_adapter] = diffusers_roundtrip(dir, in.x, in.t, in.ctx, adapted);
   EXPECT_LE(e_merged, 1e-4);
   EXPECT_LE(e_adapter, 1e-4);
   std::printf("[lora] diffusers round trip max abs error: merged student %.3g, PEFT adapter %.3g\n", e_merged, e_adapter);
@@ -262,11 +270,7 @@ TEST(Lora, UnetMotionTargetsAndDiffusersRoundTrip) {
   std::printf("[lora] UNetMotion: %zu adapted layers (%zu in motion modules), identical to PEFT's and MCM's selection\n",
               ours.size(), motion);
 
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : unet->named_parameters(true))
-      if (p.key().find(".lora_B.") != std::string::npos) p.value().normal_(0, 0.05);
-  }
+  randomize_lora(*unet);
   unet->eval();
   auto x = torch::randn({2, 4, 6, 8, 8}), t = torch::tensor({10, 999}), ctx = torch::randn({2, 5, 48});
   torch::Tensor adapted;
@@ -278,12 +282,7 @@ TEST(Lora, UnetMotionTargetsAndDiffusersRoundTrip) {
   test::expect_error<ConfigError>([&] { save_unet_motion(unet, dir / "student"); }, {"unmerged LoRA"});
   merge_lora(*unet);
   save_unet_motion(unet, dir / "student");
-  write_tensors(dir / "inputs.safetensors", {{"x", x}, {"t", t}, {"ctx", ctx}});
-  test::run_python("tests/models/diffusers_roundtrip.py",
-                   {(dir / "inputs.safetensors").string(), (dir / "out.safetensors").string(), (dir / "student").string(),
-                    (dir / "base").string(), (dir / "lora").string()});
-  auto out = read_tensors(dir / "out.safetensors");
-  const double e_merged = max_err(out.at("merged"), adapted), e_adapter = max_err(out.at("adapter"), adapted);
+  const auto [e_merged, e_adapter] = diffusers_roundtrip(dir, x, t, ctx, adapted);
   EXPECT_LE(e_merged, 1e-4);
   EXPECT_LE(e_adapter, 1e-4);
   std::printf("[lora] UNetMotion diffusers round trip max abs error: merged student %.3g, PEFT adapter %.3g\n", e_merged,
