@@ -21,16 +21,10 @@ import sys
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
+from make_model_golden import perturb  # every parameter moved off its init, as for the UNet3D goldens
+
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
-
-
-def perturb(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def sd15_unet(**kw):
