@@ -62,7 +62,8 @@ std::string complete_records(const json& doc, const std::string& stage, const st
   std::string ids;
   for (auto& [i, r] : parts) {
     if (!outputs_present(*r, run_dir)) return "";
-    ids += (ids.empty() ? "" : ",") + r->value("id", "");
+    if (!ids.empty()) ids += ',';
+    ids += r->value("id", "");
   }
   return ids;
 }

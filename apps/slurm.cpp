@@ -113,7 +113,10 @@ std::string quote(const std::string& s) {  // one shell word, single-quoted
 
 std::string array(const std::vector<std::string>& v) {
   std::string out = "(";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + quote(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out += ' ';
+    out += quote(v[i]);
+  }
   return out + ")";
 }
 
@@ -196,7 +199,10 @@ int print_plan(const StageArgs& args, const config::Config& cfg) {
     const json doc = manifest::Manifest(cfg.run.dir).read_stored();
     if (doc.contains("submissions") && !doc["submissions"].empty()) {
       const json jobs = doc["submissions"].back().value("jobs", json::object());  // named: items() would dangle
-      for (auto& [k, v] : jobs.items()) last += (last.empty() ? "" : ",") + v.get<std::string>();
+      for (auto& [k, v] : jobs.items()) {
+        if (!last.empty()) last += ',';
+        last += v.get<std::string>();
+      }
     }
   }
   os << "MCM_LAST_JOBS=" << quote(last) << "\n";

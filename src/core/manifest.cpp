@@ -266,7 +266,7 @@ void Manifest::patch_record(const std::string& record_id, const json& fields) {
   });
 }
 
-void Manifest::reopen_record(const std::string& record_id, const json& attempt) {
+size_t Manifest::reopen_record(const std::string& record_id, const json& attempt) {
   fs::make_dirs(dir_);
   fs::FileLock lock(dir_ / "manifest.json.lock");
   json doc = read_stored();
@@ -295,8 +295,10 @@ void Manifest::reopen_record(const std::string& record_id, const json& attempt) 
     if (attempt.contains(k)) (*r)[k] = attempt[k];
   if (!r->contains("attempts") || !(*r)["attempts"].is_array()) (*r)["attempts"] = json::array();
   (*r)["attempts"].push_back(attempt);
+  const size_t attempts = (*r)["attempts"].size();
   doc["schema_version"] = kSchemaVersion;
   fs::write_atomic(path(), doc.dump(2) + "\n");
+  return attempts;
 }
 
 void Manifest::close_record(const std::string& record_id, const std::function<void(json& record)>& f,

@@ -120,8 +120,9 @@ class Manifest {
   /// Reopens a record for another attempt at the same work (a requeued Slurm job, a rerun after an
   /// interruption): under the lock, folds its journals into its outputs (once; a killed attempt's
   /// are still open), deletes them, sets status "running", drops "ended", sets the record's
-  /// world_size, hosts and slurm to the attempt's and appends `attempt` to its "attempts".
-  void reopen_record(const std::string& record_id, const json& attempt);
+  /// world_size, hosts and slurm to the attempt's and appends `attempt` to its "attempts". Returns
+  /// the number of attempts the record now lists.
+  size_t reopen_record(const std::string& record_id, const json& attempt);
   /// Sets fields of a record (status, counts, inputs, ended...) by merging `fields` into it.
   void patch_record(const std::string& record_id, const json& fields);
   /// Closes a record: under the lock, folds its journals into its outputs (once), applies f to

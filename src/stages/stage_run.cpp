@@ -78,9 +78,10 @@ bool same_part(const json& rec, const config::Config::Part& part) {
 std::string StageRun::resumable_record(const json& doc, const config::Config& cfg) const {
   if (!doc.contains("records")) return "";
   const auto& recs = doc.at("records");
+  const std::string config_hash = cfg.hash();
   for (auto it = recs.rbegin(); it != recs.rend(); ++it) {
     const json& r = *it;
-    if (r.value("stage", "") != stage_ || r.value("config_hash", "") != cfg.hash() ||
+    if (r.value("stage", "") != stage_ || r.value("config_hash", "") != config_hash ||
         r.value("stage_hash", "") != stage_hash_ || !same_part(r, cfg.part))
       continue;
     const std::string status = r.value("status", "");
@@ -112,9 +113,8 @@ StageRun::StageRun(std::string stage, std::string code_version, const config::Co
                        {"slurm", slurm_info()}};
     id = resumable_record(manifest_.read_stored(), cfg);
     if (!id.empty()) {
-      manifest_.reopen_record(id, attempt);
-      log::info(stage_, ": continuing record ", id, " (attempt ",
-                manifest::find_record(manifest_.read_stored(), id)->at("attempts").size(), ")");
+      const size_t attempts = manifest_.reopen_record(id, attempt);
+      log::info(stage_, ": continuing record ", id, " (attempt ", attempts, ")");
     } else {
       json header{{"config", cfg.to_json()},
                   {"config_hash", cfg.hash()},
