@@ -48,20 +48,15 @@ models::VideoUnet teacher_structure(const config::Config& cfg, std::string& sour
   }
   const stdfs::path folder = tm.path;
   if (stdfs::is_regular_file(folder / "config.json")) {
-    const auto doc = models::read_config_json(folder);
     source = (folder / "config.json").string();
-    if (!tm.motion_adapter.empty()) {
-      const stdfs::path adapter = tm.motion_adapter;
-      if (stdfs::is_regular_file(adapter / "config.json")) {
-        source += " + " + (adapter / "config.json").string();
-        return models::UnetMotion(models::UnetMotionConfig::from_unet2d(doc, folder / "config.json", models::read_config_json(adapter),
-                                                                        adapter / "config.json")).ptr();
-      }
-      throw ConfigError(cat("models.teacher.motion_adapter = ", adapter, ": no config.json"));
-    }
-    if (doc.value("_class_name", std::string()) == "UNetMotionModel")
-      return models::UnetMotion(models::UnetMotionConfig::from_json(doc, folder / "config.json")).ptr();
-    return models::Unet3D(models::Unet3DConfig::from_json(doc, folder / "config.json")).ptr();
+    if (tm.motion_adapter.empty()) return models::build_video_unet(models::read_config_json(folder), folder / "config.json");
+    const stdfs::path adapter = tm.motion_adapter;
+    require<ConfigError>(stdfs::is_regular_file(adapter / "config.json"), "models.teacher.motion_adapter = ", adapter,
+                         ": no config.json");
+    source += " + " + (adapter / "config.json").string();
+    const auto adapter_doc = models::read_config_json(adapter);
+    return models::build_video_unet(models::read_config_json(folder), folder / "config.json", &adapter_doc,
+                                    adapter / "config.json");
   }
   if (tm.kind == "unet_motion") {
     source = cat(folder, " not found: Stable Diffusion 1.5 + motion adapter v1-5-2 as published");

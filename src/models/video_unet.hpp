@@ -38,6 +38,12 @@ class VideoUnetImpl : public torch::nn::Module {
 };
 using VideoUnet = std::shared_ptr<VideoUnetImpl>;
 
+/// A fresh UNet of the class `config` (a config.json, read from `config_file`) names:
+/// UNet3DConditionModel or UNetMotionModel (ConfigError for another class). With `adapter` (a
+/// MotionAdapter config.json), `config` is an SD1.5-style UNet2DConditionModel and the two make a
+/// UNetMotionModel (from_unet2d). Built inside layers::MetaConstruction it allocates no weights.
+VideoUnet build_video_unet(const nlohmann::json& config, const std::filesystem::path& config_file,
+                           const nlohmann::json* adapter = nullptr, const std::filesystem::path& adapter_file = {});
 /// A diffusers folder: UNet3DConditionModel or UNetMotionModel by config.json's _class_name
 /// (ConfigError for another class), strictly loaded, converted to `dtype`, in eval mode. With
 /// `motion_adapter`, `folder` is an SD1.5-style UNet2DConditionModel and the two make a
