@@ -25,12 +25,23 @@ mcm_log() {
 # --mpi=none do not work with it). A rank that dies takes the step down at once instead of leaving
 # the others blocked in a collective until their timeout.
 mcm_step() {
-  [ -x "$MCM_BIN" ] || { mcm_log "no mcm binary at $MCM_BIN (build it, or set MCM_BIN)"; exit 2; }
-  mcm_log "$(hostname): srun mcm $* on ${SLURM_NTASKS:-1} task(s), ${SLURM_JOB_NUM_NODES:-1} node(s)"
+  mcm_begin "$@"
   local rc=0
   srun --mpi=pmix --kill-on-bad-exit=1 "$MCM_BIN" "$@" || rc=$?
-  [ "$rc" -eq 0 ] && mcm_log "$1 complete" || mcm_log "$1 FAILED (exit $rc): see the errors above and \`mcm manifest show RUN\`"
+  mcm_end "$1" "$rc"
   return "$rc"
+}
+
+# mcm_begin STAGE ARGS...: the binary must exist; log what runs where.
+mcm_begin() {
+  [ -x "$MCM_BIN" ] || { mcm_log "no mcm binary at $MCM_BIN (build it, or set MCM_BIN)"; exit 2; }
+  mcm_log "$(hostname): srun mcm $* on ${SLURM_NTASKS:-1} task(s), ${SLURM_JOB_NUM_NODES:-1} node(s)"
+}
+
+# mcm_end STAGE RC: log how the step ended.
+mcm_end() {
+  if [ "$2" -eq 0 ]; then mcm_log "$1 complete"
+  else mcm_log "$1 FAILED (exit $2): see the errors above and \`mcm manifest show RUN\`"; fi
 }
 
 # Note [requeue]
@@ -47,8 +58,7 @@ mcm_step() {
 # was cancelled) exits 75, a failure so that afterok dependents are cancelled. Periodic checkpoints
 # (train.checkpoint_every) remain the guarantee when a node dies without a signal.
 mcm_train() {
-  [ -x "$MCM_BIN" ] || { mcm_log "no mcm binary at $MCM_BIN (build it, or set MCM_BIN)"; exit 2; }
-  mcm_log "$(hostname): srun mcm $* on ${SLURM_NTASKS:-1} task(s), ${SLURM_JOB_NUM_NODES:-1} node(s)"
+  mcm_begin "$@"
   srun --mpi=pmix --kill-on-bad-exit=1 "$MCM_BIN" "$@" &
   local pid=$! rc=0
   trap 'mcm_log "USR1: the time limit is near; every rank checkpoints at its next step"; kill -USR1 "$pid" 2>/dev/null || true' USR1
@@ -68,6 +78,6 @@ mcm_train() {
     scontrol requeue "$SLURM_JOB_ID" || mcm_log "requeue not accepted: the job is being requeued or cancelled by Slurm already"
     exit "$MCM_EXIT_INTERRUPTED"
   fi
-  [ "$rc" -eq 0 ] && mcm_log "$1 complete" || mcm_log "$1 FAILED (exit $rc): see the errors above and \`mcm manifest show RUN\`"
+  mcm_end "$1" "$rc"
   exit "$rc"
 }

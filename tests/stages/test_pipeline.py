@@ -449,6 +449,16 @@ class Pipeline(unittest.TestCase):
         self.assertRegex(p.stdout, r"LoRA rank 64 on 530 layers \(252 in motion modules\)")
         self.assertIn("global 128 = 4 node(s) x 8 rank(s) ([slurm]) x micro-batch 1 x 4 accumulation step(s)", p.stdout)
         self.assertIn("DINOv2 from dinov2-base as published, 86580480 parameters", p.stdout)  # transformers' count
+        # An SD1.5 unet/ whose motion adapter folder has no config.json: named, not guessed.
+        unet = self.run_dir("sd15_unet")
+        os.makedirs(unet, exist_ok=True)
+        with open(os.path.join(unet, "config.json"), "w") as f:
+            json.dump({"_class_name": "UNet2DConditionModel"}, f)
+        p = subprocess.run([MCM, "distill", "--config", ad, "--dry-run", "--set", f"models.teacher.path=\"{unet}\"",
+                            "--set", f"models.teacher.motion_adapter=\"{unet}/absent\""], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("models.teacher.motion_adapter", p.stderr)
+        self.assertIn("no config.json", p.stderr)
         ms = os.path.join(SRC, "configs", "modelscope.toml")
         p = subprocess.run([MCM, "distill", "--config", ms, "--dry-run"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
