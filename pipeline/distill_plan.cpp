@@ -1,12 +1,18 @@
 // `mcm distill --dry-run`: after the resolved configuration, what the run will be, without weights
 // or data: the teacher's structure (its config.json, or the published structure of its kind when
 // the folder is not there), built on the meta device for its parameter counts with the student's
-// LoRA attached, the memory every GPU holds before activations (weights, gradients, AdamW state),
-// and the batch split over the Slurm allocation ([slurm] nodes x ranks per node), which must divide.
+// LoRA attached, the memory every GPU holds (weights, gradients, AdamW state, and the activations
+// of a micro-batch, measured: Note [activation estimate]), and the batch split over the Slurm
+// allocation ([slurm] nodes x ranks per node), which must divide.
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
+#include <thread>
 
 #include "core/error.hpp"
+#include "models/autoencoder_kl.hpp"
 #include "models/dinov2.hpp"
 #include "models/layers.hpp"
 #include "models/lora.hpp"
@@ -17,6 +23,7 @@
 #include "pipeline/teacher_config.hpp"
 #include "pipeline/teacher_model.hpp"
 #include "stages/stage_table.hpp"
+#include "train/memory.hpp"
 #include "train/train_config.hpp"
 
 namespace mcm::stages {
@@ -24,10 +31,12 @@ namespace {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
 
-// The teacher as the run will build it, on the meta device; `source` says where its structure came from.
-models::VideoUnet teacher_structure(const config::Config& cfg, std::string& source) {
+// The teacher as the run will build it, on the meta device (or with real CPU weights, for the
+// activation measurement); `source` says where its structure came from.
+models::VideoUnet teacher_structure(const config::Config& cfg, std::string& source, bool on_meta = true) {
   const auto& tm = cfg.models.teacher;
-  models::layers::MetaConstruction meta;
+  std::optional<models::layers::MetaConstruction> meta;
+  if (on_meta) meta.emplace();
   if (tm.path.empty()) {
     // The embedded teacher: [teacher] at prep's latent shape.
     const auto& ae = cfg.models.autoencoder;
@@ -78,6 +87,163 @@ std::string percent(int64_t part, int64_t whole) {
   return b;
 }
 
+// Note [activation estimate]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Activations are measured, not modelled. The student (the teacher's structure with real CPU
+// weights, fp32 as the stage loads them, LoRA attached and alone trainable) runs forward and
+// backward under CPU autocast in the run's precision (fp16 is measured as bf16: the same widths
+// and the same autocast lists), and train::peak_cpu_tensor_bytes gives the most tensor storage
+// live at once. Paper-scale latents are too big to pass on a few cores, so three small passes fit
+//   bytes(n clips, side s) = w + n * (a + b * s^2)
+// at (1, d), (1, 2d) and (2, d), d the UNet's total downsampling, and the fit is read at the
+// run's micro-batch and latent side. w is what a pass holds once whatever the batch (the
+// autocast copies of the frozen weights that backward keeps, the adapters' incoming gradients),
+// a what each clip adds at any size (time and text embeddings, the cross-attention keys and
+// values), b what scales with the area: every tensor the UNet keeps for backward lives at some
+// level of it, and attention through SDPA (flash kernels on CPU and GPU) keeps O(tokens). The fit
+// predicts a direct measurement at 4x the largest fitted area and a larger batch to 0.1 MiB
+// (tests/train/test_memory.cpp).
+// The discriminator's generator pass is alive at the same moment (before the student's backward)
+// and is measured the same way on the frames it judges (micro-batch x disc_frames): for dinov2
+// the VAE decode with gradient, the resize and DINOv2; for teacher the teacher's encoder on
+// one-frame videos. The teacher's guided passes and the target pass run without gradient and are
+// freed before; the discriminator's own step runs after the backward. Not counted: cuDNN/cuBLAS
+// workspaces, the caching allocator's rounding and fragmentation, NCCL's buffers, the CUDA context.
+
+struct Fitted {
+  double bytes = 0;  ///< at the run's shape
+  std::string how;   ///< which passes gave it
+};
+
+// `pass(n, s)`: peak bytes of one pass of n items at latent side s. Read at (count, side).
+Fitted fit_passes(const std::function<double(int64_t, int64_t)>& pass, int64_t unit, int64_t count, int64_t side) {
+  Fitted f;
+  if (count <= 2 && side <= 2 * unit) {
+    f.bytes = pass(count, side);
+    f.how = cat("measured at ", count, " x ", side, "^2");
+    return f;
+  }
+  const auto fit = train::PassFit::measure(pass, unit);
+  f.bytes = fit.at(count, side);
+  f.how = cat("fit through passes at 1 x ", unit, "^2, 1 x ", 2 * unit, "^2 and 2 x ", unit, "^2");
+  return f;
+}
+
+// Trainable gradients present and zero, as after the first micro-batch, so that every pass counts
+// the same transient incoming gradients and none counts their first allocation.
+void zero_trainable_grads(torch::nn::Module& m) {
+  for (auto& p : m.parameters())
+    if (p.requires_grad()) p.mutable_grad() = torch::zeros_like(p);
+}
+
+struct ActivationEstimate {
+  Fitted student, discriminator;
+  int64_t vae_parameters = 0;  ///< dinov2: the autoencoder the judged frames are decoded by
+  double seconds = 0;
+};
+
+ActivationEstimate estimate_activations(const config::Config& cfg, const std::string& precision, int64_t frames,
+                                        int64_t latent_side) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& dc = cfg.section<DistillSection>();
+  const std::string autocast = precision == "fp32" ? "fp32" : "bf16";  // fp16 measured as bf16: same widths
+  std::string source;
+  auto student = teacher_structure(cfg, source, /*on_meta=*/false);
+  student->eval();
+  models::LoraConfig lc;
+  lc.rank = dc.lora_rank;
+  lc.alpha = dc.lora_alpha;
+  models::attach_lora(*student, lc);
+  models::freeze_all_but_lora(*student);
+  const auto shape = student->shape();
+  const int64_t unit = int64_t{1} << (shape.block_out_channels.size() - 1);
+  const int64_t text_len = cfg.models.text_encoder.kind == "clip" ? 77 : cfg.models.text_encoder.max_length;
+  ActivationEstimate e;
+
+  e.student = fit_passes(
+      [&](int64_t n, int64_t s) {
+        auto x = torch::randn({n, shape.in_channels, frames, s, s});
+        auto t = torch::full({n}, 500, torch::kLong);
+        auto ctx = torch::randn({n, text_len, shape.cross_attention_dim});
+        std::optional<torch::Tensor> cond;
+        if (shape.time_cond_proj_dim > 0) cond = torch::randn({n, shape.time_cond_proj_dim});
+        zero_trainable_grads(*student);
+        return double(train::peak_cpu_tensor_bytes([&] {
+          torch::Tensor loss;
+          {
+            train::AutocastGuard ag(torch::kCPU, autocast);
+            loss = student->forward(x, t, ctx, cond).to(torch::kFloat32).square().mean();
+          }
+          loss.backward();
+        }));
+      },
+      unit, dc.optim.micro_batch, latent_side);
+
+  if (dc.disc_weight > 0) {
+    const int64_t judged = dc.optim.micro_batch * dc.disc_frames;
+    std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> features;
+    std::optional<models::AutoencoderKL> vae;
+    std::optional<models::Dinov2> dino;
+    int64_t channels = shape.in_channels, disc_unit = unit;
+    if (dc.disc_backbone == "dinov2") {
+      // SD's kl-f8 as published when the folder is not there (ModelScope and SD1.5 ship it).
+      models::AutoencoderKLConfig vc;
+      vc.block_out_channels = {128, 256, 512, 512};
+      vc.layers_per_block = 2;
+      const stdfs::path vp = cfg.models.autoencoder.path;
+      if (!vp.empty() && stdfs::is_regular_file(vp / "config.json"))
+        vc = models::AutoencoderKLConfig::from_json(models::read_config_json(vp), vp / "config.json");
+      vae.emplace(vc);
+      for (auto& p : (*vae)->parameters()) e.vae_parameters += p.numel();
+      channels = vc.latent_channels;
+      disc_unit = 8;
+      models::Dinov2Config dcfg;
+      dcfg.image_size = 518;
+      if (stdfs::is_regular_file(stdfs::path(dc.disc_backbone_path) / "config.json"))
+        dcfg = models::Dinov2Config::from_json(models::read_config_json(dc.disc_backbone_path),
+                                               stdfs::path(dc.disc_backbone_path) / "config.json");
+      dino.emplace(dcfg);
+      for (auto& p : (*vae)->parameters()) p.set_requires_grad(false);
+      for (auto& p : (*dino)->parameters()) p.set_requires_grad(false);
+      const auto layers = models::dinov2_feature_layers(dcfg.num_hidden_layers);
+      features = [&, layers](const torch::Tensor& z, const torch::Tensor&) {
+        auto px = (*vae)->decode_raw(z);
+        px = torch::nn::functional::interpolate(
+            px, torch::nn::functional::InterpolateFuncOptions()
+                    .size(std::vector<int64_t>{dc.disc_image_size, dc.disc_image_size})
+                    .mode(torch::kBilinear)
+                    .align_corners(false));
+        auto feats = (*dino)->forward(px, layers);
+        return torch::cat(feats, 1);
+      };
+    } else {
+      features = [&](const torch::Tensor& z, const torch::Tensor& ctx) {
+        auto t = torch::full({z.size(0)}, dc.disc_timestep, torch::kLong);
+        auto feats = student->encoder_features(z.unsqueeze(2), t, ctx);
+        for (auto& f : feats) f = f.flatten(1);
+        return torch::cat(feats, 1);
+      };
+    }
+    e.discriminator = fit_passes(
+        [&](int64_t n, int64_t s) {
+          auto z = torch::randn({n, channels, s, s}).requires_grad_(true);
+          auto ctx = torch::randn({n, text_len, shape.cross_attention_dim});
+          zero_trainable_grads(*student);
+          return double(train::peak_cpu_tensor_bytes([&] {
+            torch::Tensor loss;
+            {
+              train::AutocastGuard ag(torch::kCPU, autocast);
+              loss = features(z, ctx).to(torch::kFloat32).square().mean();
+            }
+            loss.backward();
+          }));
+        },
+        disc_unit, judged, latent_side);
+  }
+  e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return e;
+}
+
 int dry_run_distill(const config::Config& cfg) {
   const auto& dc = cfg.section<DistillSection>();
   std::string source;
@@ -122,12 +288,7 @@ int dry_run_distill(const config::Config& cfg) {
     for (auto& p : d->parameters()) dino += p.numel();
   }
 
-  // Per GPU, before activations: the frozen teacher and the student as the stage loads them (fp32
-  // weights; autocast computes in train.precision), the DINOv2 backbone in fp32, LoRA gradients
-  // and AdamW's two moments in fp32.
   const std::string precision = train::resolve_precision(cfg.section<train::TrainSection>(), /*cuda=*/true);
-  const double weights = 2.0 * 4.0 * static_cast<double>(total) + 4.0 * static_cast<double>(lora + dino);
-  const double optimizer = (4.0 + 8.0) * static_cast<double>(lora);
 
   std::cout << "\n# mcm distill --dry-run: the run as configured (nothing loaded, nothing written)\n"
             << "teacher: " << student->config_json().value("_class_name", "UNet") << " from " << source << "\n"
@@ -139,17 +300,40 @@ int dry_run_distill(const config::Config& cfg) {
             << (dino > 0 ? cat("discriminator backbone: DINOv2 from ", dino_from, ", ", dino, " parameters (frozen)\n")
                          : std::string())
             << "batch: global " << dc.optim.batch << " = " << world_from << " x micro-batch " << dc.optim.micro_batch;
-  if (divides) std::cout << " x " << dc.optim.batch / per_pass << " accumulation step(s)\n";
-  else std::cout << ": NOT a multiple of " << per_pass << "\n";
-  std::cout << "memory per GPU before activations: " << gib(weights + optimizer) << " (teacher, student and backbone weights "
-            << gib(weights) << ", LoRA gradients and AdamW state " << gib(optimizer) << "); compute in " << precision
-            << "; activations of " << dc.optim.micro_batch << " clip(s) per pass come on top (not estimated)\n";
   if (!divides) {
+    std::cout << ": NOT a multiple of " << per_pass << "\n";
     std::cerr << "mcm distill: distill.batch = " << dc.optim.batch << " is not a multiple of " << world_from
               << " x distill.micro_batch = " << dc.optim.micro_batch << " (" << per_pass
               << "): every rank must take whole micro-batches\n";
     return 2;
   }
+  std::cout << " x " << dc.optim.batch / per_pass << " accumulation step(s)\n";
+
+  // Activations, measured on this machine's CPU (Note [activation estimate]).
+  const auto& ae = cfg.models.autoencoder;
+  const int64_t down = ae.kind == "autoencoder_kl" ? 8 : ae.factor;
+  const int64_t frames = all["prep"]["frames"].get<int64_t>(), side = all["prep"]["resolution"].get<int64_t>() / down;
+  torch::set_num_threads(cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads)
+                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const auto act = estimate_activations(cfg, precision, frames, side);
+  // Per GPU: the frozen teacher and the student as the stage loads them (fp32 weights; autocast
+  // computes in train.precision), the DINOv2 backbone and its autoencoder in fp32, LoRA gradients
+  // and AdamW's two moments in fp32, and the activations.
+  const double weights =
+      2.0 * 4.0 * static_cast<double>(total) + 4.0 * static_cast<double>(lora + dino + act.vae_parameters);
+  const double optimizer = (4.0 + 8.0) * static_cast<double>(lora);
+  const double peak = weights + optimizer + act.student.bytes + act.discriminator.bytes;
+  std::cout << "memory per GPU: " << gib(peak) << " at the peak of a step in " << precision << "\n"
+            << "  weights " << gib(weights) << " (teacher and student in fp32, LoRA, backbone and its autoencoder), "
+            << "LoRA gradients and AdamW state " << gib(optimizer) << "\n"
+            << "  activations of the student's forward and backward, micro-batch " << dc.optim.micro_batch << " x " << frames
+            << " frames of " << side << "^2 latents: " << gib(act.student.bytes) << " (" << act.student.how << ")\n";
+  if (dc.disc_weight > 0)
+    std::cout << "  the discriminator's generator pass (" << dc.optim.micro_batch * dc.disc_frames << " frames, "
+              << dc.disc_backbone << " backbone): " << gib(act.discriminator.bytes) << " (" << act.discriminator.how << ")\n";
+  std::cout << "  measured in " << (precision == "fp32" ? "fp32" : "bf16") << " CPU autocast passes in "
+            << static_cast<int64_t>(std::lround(act.seconds))
+            << " s; cuDNN/cuBLAS workspaces, allocator fragmentation and NCCL buffers come on top\n";
   return 0;
 }
 

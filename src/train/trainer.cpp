@@ -1,7 +1,5 @@
 #include "train/trainer.hpp"
 
-#include <ATen/autocast_mode.h>
-
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -21,6 +19,7 @@
 #include "dist/reducer.hpp"
 #include "models/weights.hpp"
 #include "train/checkpoint.hpp"
+#include "train/memory.hpp"
 
 #if MCM_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -52,35 +51,6 @@ json cuda_peak_memory(torch::Device device, bool reset) {
   return nullptr;
 #endif
 }
-
-// Autocast for the forward pass (as torch.autocast: enable, set dtype, nest; clear the cast
-// cache when the outermost region ends).
-class AutocastGuard {
- public:
-  AutocastGuard(torch::Device device, const std::string& precision) {
-    if (precision == "fp32") return;
-    type_ = device.type();
-    prev_enabled_ = at::autocast::is_autocast_enabled(type_);
-    prev_dtype_ = at::autocast::get_autocast_dtype(type_);
-    at::autocast::set_autocast_enabled(type_, true);
-    at::autocast::set_autocast_dtype(type_, precision == "bf16" ? torch::kBFloat16 : torch::kHalf);
-    at::autocast::increment_nesting();
-    active_ = true;
-  }
-  ~AutocastGuard() {
-    if (!active_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(type_, prev_enabled_);
-    at::autocast::set_autocast_dtype(type_, prev_dtype_);
-  }
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
-
- private:
-  bool active_ = false, prev_enabled_ = false;
-  c10::DeviceType type_ = c10::DeviceType::CPU;
-  at::ScalarType prev_dtype_ = at::kFloat;
-};
 
 // The keys whose values differ between two flat identity objects, "key a -> b".
 std::vector<std::string> differences(const json& was, const json& now) {

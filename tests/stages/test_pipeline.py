@@ -423,6 +423,11 @@ class Pipeline(unittest.TestCase):
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertIn(why, p.stderr)
 
+    def assert_peak_gib(self, out, precision, low, high):
+        m = re.search(r"memory per GPU: ([0-9.]+) GiB at the peak of a step in " + precision, out)
+        self.assertIsNotNone(m, out)
+        self.assertTrue(low < float(m.group(1)) < high, m.group(0))
+
     def test_paper_configs_plan_the_papers_jobs(self):
         # configs/modelscope.toml, the README's cluster example, loads and validates, and its jobs are
         # sized as documented: 4 nodes x 8 GPUs for the training stages, with requeue before the limit.
@@ -449,6 +454,11 @@ class Pipeline(unittest.TestCase):
         self.assertRegex(p.stdout, r"LoRA rank 64 on 530 layers \(252 in motion modules\)")
         self.assertIn("global 128 = 4 node(s) x 8 rank(s) ([slurm]) x micro-batch 1 x 4 accumulation step(s)", p.stdout)
         self.assertIn("DINOv2 from dinov2-base as published, 86580480 parameters", p.stdout)  # transformers' count
+        # Memory per GPU, activations measured (Note [activation estimate]): one clip of 512^2 x 16 frames.
+        self.assertIn("activations of the student's forward and backward, micro-batch 1 x 16 frames of 64^2 latents",
+                      p.stdout)
+        self.assertIn("the discriminator's generator pass (2 frames, dinov2 backbone)", p.stdout)
+        self.assert_peak_gib(p.stdout, "fp16", 35, 80)
         # An SD1.5 unet/ whose motion adapter folder has no config.json: named, not guessed.
         unet = self.run_dir("sd15_unet")
         os.makedirs(unet, exist_ok=True)
@@ -464,6 +474,9 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("parameters: 1411233860", p.stdout)  # ModelScopeT2V's UNet3DConditionModel
         self.assertIn("micro-batch 4 x 1 accumulation step(s)", p.stdout)
+        # MCM trained ModelScope at 4 clips per GPU on 80 GB GPUs: the estimate must fit there.
+        self.assertIn("micro-batch 4 x 16 frames of 32^2 latents", p.stdout)
+        self.assert_peak_gib(p.stdout, "fp16", 40, 80)
         p = subprocess.run([MCM, "distill", "--config", ms, "--dry-run", "--set", "slurm.nodes=3"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
         self.assertIn("distill.batch = 128 is not a multiple of 3 node(s) x 8 rank(s)", p.stderr)

@@ -1,0 +1,141 @@
+#include "train/memory.hpp"
+
+#include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/error.hpp"
+
+namespace mcm::train {
+
+AutocastGuard::AutocastGuard(torch::Device device, const std::string& precision) {
+  if (precision == "fp32") return;
+  type_ = device.type();
+  prev_enabled_ = at::autocast::is_autocast_enabled(type_);
+  prev_dtype_ = at::autocast::get_autocast_dtype(type_);
+  at::autocast::set_autocast_enabled(type_, true);
+  at::autocast::set_autocast_dtype(type_, precision == "bf16" ? torch::kBFloat16 : torch::kHalf);
+  at::autocast::increment_nesting();
+  active_ = true;
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!active_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(type_, prev_enabled_);
+  at::autocast::set_autocast_dtype(type_, prev_dtype_);
+}
+
+namespace {
+
+// Wraps the allocator that was in place, keeping its blocks "simple" (data == context, one raw
+// deleter), which some kernels require of the CPU allocator (Allocator::raw_allocate). The size and
+// the inner deleter of each live block sit in a map, so a tensor freed after the measurement (or
+// by another thread) still balances the count. The object lives for the whole process, because
+// storage it handed out may outlive any scope.
+class CountingAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    auto inner = base_.load()->allocate(n);
+    void* data = inner.get();
+    const auto device = inner.device();
+    if (data == nullptr) return inner;  // zero bytes
+    require<Error>(base_.load()->is_simple_data_ptr(inner) && inner.get_deleter() != nullptr,
+                   "peak_cpu_tensor_bytes: the CPU allocator in place hands out non-simple blocks");
+    const auto deleter = inner.get_deleter();
+    inner.release_context();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks_[data] = {n, deleter};
+      live_ += static_cast<int64_t>(n);
+      peak_ = std::max(peak_, live_);
+    }
+    return {data, data, &CountingAllocator::release, device};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingAllocator::release; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+
+  void start(c10::Allocator* base) {
+    base_ = base;
+    std::lock_guard<std::mutex> lock(mutex_);
+    live_ = 0;
+    peak_ = 0;
+  }
+  int64_t peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+
+ private:
+  struct Block {
+    size_t bytes;
+    c10::DeleterFnPtr deleter;
+  };
+  static void release(void* data);
+
+  std::atomic<c10::Allocator*> base_{nullptr};
+  std::mutex mutex_;
+  std::unordered_map<void*, Block> blocks_;
+  int64_t live_ = 0, peak_ = 0;
+};
+
+CountingAllocator& counting_allocator() {
+  static auto* a = new CountingAllocator;  // never destroyed: see the class comment
+  return *a;
+}
+
+std::atomic<bool> metering{false};
+
+void CountingAllocator::release(void* data) {
+  auto& self = counting_allocator();
+  Block block{};
+  {
+    std::lock_guard<std::mutex> lock(self.mutex_);
+    auto it = self.blocks_.find(data);
+    if (it == self.blocks_.end()) return;  // cannot happen: only blocks from allocate() carry this deleter
+    block = it->second;
+    self.live_ -= static_cast<int64_t>(block.bytes);
+    self.blocks_.erase(it);
+  }
+  block.deleter(data);
+}
+
+}  // namespace
+
+int64_t peak_cpu_tensor_bytes(const std::function<void()>& fn) {
+  require<Error>(!metering.exchange(true), "peak_cpu_tensor_bytes: a measurement is already running in this process");
+  // Priority above the default's, restored with the same priority: a later SetCPUAllocator of
+  // lower priority (none in this program) would otherwise be ignored until then.
+  constexpr uint8_t kPriority = 100;
+  auto& counter = counting_allocator();
+  c10::Allocator* previous = c10::GetCPUAllocator();
+  counter.start(previous);
+  c10::SetCPUAllocator(&counter, kPriority);
+  struct Restore {
+    c10::Allocator* previous;
+    ~Restore() {
+      c10::SetCPUAllocator(previous, kPriority);
+      metering = false;
+    }
+  } restore{previous};
+  fn();
+  return counter.peak();
+}
+
+PassFit PassFit::measure(const std::function<double(int64_t, int64_t)>& pass, int64_t d) {
+  require<Error>(d > 0, "PassFit: the side must be positive, got ", d);
+  const double one_small = pass(1, d), one_large = pass(1, 2 * d), two_small = pass(2, d);
+  PassFit f;
+  f.per_area = (one_large - one_small) / static_cast<double>(3 * d * d);  // (2d)^2 - d^2
+  f.once = 2 * one_small - two_small;                                    // bytes(2, d) - bytes(1, d) = one item
+  f.per_item = one_small - f.once - f.per_area * static_cast<double>(d * d);
+  return f;
+}
+
+}  // namespace mcm::train
