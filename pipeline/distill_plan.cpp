@@ -91,9 +91,10 @@ std::string percent(int64_t part, int64_t whole) {
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~
 // Activations are measured, not modelled. The student (the teacher's structure with real CPU
 // weights, fp32 as the stage loads them, LoRA attached and alone trainable) runs forward and
-// backward under CPU autocast in the run's precision (fp16 is measured as bf16: the same widths
-// and the same autocast lists), and train::peak_cpu_tensor_bytes gives the most tensor storage
-// live at once. Paper-scale latents are too big to pass on a few cores, so three small passes fit
+// backward under CPU autocast in the run's precision (fp16 is measured as bf16: the same widths),
+// with CUDA autocast's float32 list (train::CudaAutocastPolicyOnCpu: norms, softmax, upsampling
+// stay float32, so the tensors backward keeps have a GPU's dtypes), and
+// train::peak_cpu_tensor_bytes gives the most tensor storage live at once. Paper-scale latents are too big to pass on a few cores, so three small passes fit
 //   bytes(n clips, side s) = w + n * (a + b * s^2)
 // at (1, d), (1, 2d) and (2, d), d the UNet's total downsampling, and the fit is read at the
 // run's micro-batch and latent side. w is what a pass holds once whatever the batch (the
@@ -147,6 +148,7 @@ ActivationEstimate estimate_activations(const config::Config& cfg, const std::st
   const auto t0 = std::chrono::steady_clock::now();
   const auto& dc = cfg.section<DistillSection>();
   const std::string autocast = precision == "fp32" ? "fp32" : "bf16";  // fp16 measured as bf16: same widths
+  train::CudaAutocastPolicyOnCpu cuda_policy;                            // norms and softmax in fp32, as on a GPU
   std::string source;
   auto student = teacher_structure(cfg, source, /*on_meta=*/false);
   student->eval();

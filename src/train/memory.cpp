@@ -1,7 +1,10 @@
 #include "train/memory.hpp"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,6 +35,29 @@ AutocastGuard::~AutocastGuard() {
 }
 
 namespace {
+
+// The ops of CUDA autocast's float32 lists (torch's autocast_mode.h, AT_FORALL_FP32 and
+// AT_FORALL_FP32_SET_OPT_DTYPE) that our models call; CPU autocast runs most of them in the input's
+// dtype. Under CUDA autocast a bf16 input is cast to float32 and the output is float32, so the
+// tensors a backward keeps (a GroupNorm's input, the SiLU after it) are float32 there.
+constexpr const char* kCudaFp32Ops[] = {
+    "group_norm", "layer_norm", "native_layer_norm", "softmax.int", "log_softmax.int", "exp", "log",
+    "pow.Tensor_Scalar", "pow.Tensor_Tensor", "rsqrt", "reciprocal", "sum", "sum.dim_IntList", "cumsum",
+    "logsumexp", "mse_loss", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d", "upsample_bilinear2d", "upsample_trilinear3d"};
+
+// Casts the lower-precision floating tensor arguments to float32 and runs the op below autocast.
+void run_in_float32(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const size_t n = op.schema().arguments().size();
+  for (size_t i = stack->size() - n; i < stack->size(); ++i) {
+    auto& v = (*stack)[i];
+    if (!v.isTensor()) continue;
+    const auto& t = v.toTensor();
+    if (t.defined() && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf)) v = t.to(at::kFloat);
+  }
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  op.callBoxed(stack);
+}
 
 // Wraps the allocator that was in place, keeping its blocks "simple" (data == context, one raw
 // deleter), which some kernels require of the CPU allocator (Allocator::raw_allocate). The size and
@@ -107,6 +133,24 @@ void CountingAllocator::release(void* data) {
 }
 
 }  // namespace
+
+struct CudaAutocastPolicyOnCpu::Registrations {
+  torch::Library library{torch::Library::IMPL, "aten", c10::DispatchKey::AutocastCPU, __FILE__, __LINE__};
+};
+
+CudaAutocastPolicyOnCpu::CudaAutocastPolicyOnCpu() : reg_(std::make_unique<Registrations>()) {
+  for (const char* name : kCudaFp32Ops) {
+    const std::string full = name;
+    const auto dot = full.find('.');
+    const auto op = c10::Dispatcher::singleton().findOp(
+        {"aten::" + full.substr(0, dot), dot == std::string::npos ? "" : full.substr(dot + 1)});
+    // Ops CPU autocast already routes (its own float32 list) keep their kernel.
+    if (!op || op->hasKernelForDispatchKey(c10::DispatchKey::AutocastCPU)) continue;
+    reg_->library.impl(name, torch::CppFunction::makeFromBoxedFunction<&run_in_float32>());
+  }
+}
+
+CudaAutocastPolicyOnCpu::~CudaAutocastPolicyOnCpu() = default;  // the Library's destruction unregisters
 
 int64_t peak_cpu_tensor_bytes(const std::function<void()>& fn) {
   require<Error>(!metering.exchange(true), "peak_cpu_tensor_bytes: a measurement is already running in this process");

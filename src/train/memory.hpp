@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace mcm::train {
@@ -23,6 +24,22 @@ class AutocastGuard {
   bool active_ = false, prev_enabled_ = false;
   c10::DeviceType type_ = c10::DeviceType::CPU;
   at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+/// While alive, CPU autocast keeps CUDA autocast's float32 ops in float32 (the norms, softmax,
+/// upsampling, exp/pow/sums and losses of torch's AT_FORALL_FP32 lists that run in lower
+/// precision under CPU autocast): a pass measured on the CPU then holds the tensors, in the
+/// dtypes, that it holds on a GPU. For the activation estimate only; one at a time.
+class CudaAutocastPolicyOnCpu {
+ public:
+  CudaAutocastPolicyOnCpu();
+  ~CudaAutocastPolicyOnCpu();
+  CudaAutocastPolicyOnCpu(const CudaAutocastPolicyOnCpu&) = delete;
+  CudaAutocastPolicyOnCpu& operator=(const CudaAutocastPolicyOnCpu&) = delete;
+
+ private:
+  struct Registrations;
+  std::unique_ptr<Registrations> reg_;
 };
 
 /// The most CPU tensor storage, in bytes, that was live at once while `fn` ran, above what was

@@ -46,6 +46,22 @@ TEST(Memory, OneMeasurementAtATime) {
   EXPECT_EQ(train::peak_cpu_tensor_bytes([] { auto t = torch::empty({256}); }), 1024);  // usable again
 }
 
+TEST(Memory, CudaAutocastPolicyOnCpuKeepsNormsInFloat32) {
+  auto x = torch::randn({2, 8, 4, 4}), w = torch::randn({8, 8, 1, 1});
+  auto norm_dtype = [&] {
+    train::AutocastGuard ag(torch::kCPU, "bf16");
+    auto h = torch::conv2d(x, w);  // bf16 under autocast, on either device
+    EXPECT_EQ(h.scalar_type(), torch::kBFloat16);
+    return std::make_pair(torch::group_norm(h, 4).scalar_type(), torch::softmax(h, -1).scalar_type());
+  };
+  EXPECT_EQ(norm_dtype(), std::make_pair(torch::kBFloat16, torch::kBFloat16));  // CPU autocast's own lists
+  {
+    train::CudaAutocastPolicyOnCpu policy;
+    EXPECT_EQ(norm_dtype(), std::make_pair(torch::kFloat32, torch::kFloat32));  // CUDA's: float32
+  }
+  EXPECT_EQ(norm_dtype(), std::make_pair(torch::kBFloat16, torch::kBFloat16));  // unregistered again
+}
+
 TEST(Memory, PassFitRecoversALinearModel) {
   const auto fit = train::PassFit::measure([](int64_t n, int64_t s) { return 100.0 + n * (10.0 + 3.0 * s * s); }, 4);
   EXPECT_DOUBLE_EQ(fit.once, 100);
@@ -69,6 +85,7 @@ TEST(Memory, UnetPassFitPredictsALargerPass) {
   lc.alpha = 8;
   models::attach_lora(*unet, lc);
   models::freeze_all_but_lora(*unet);
+  train::CudaAutocastPolicyOnCpu cuda_policy;
   for (const std::string precision : {"fp32", "bf16"}) {
     auto pass = [&](int64_t n, int64_t s) {
       auto x = torch::randn({n, 4, 2, s, s});
