@@ -6,5 +6,5 @@ cd "$ROOT"
 source scripts/env.sh
 ./scripts/setup.sh
 cd build
-# The acceptance label (tests/stages/test_teacher_fidelity.py, ~25 min) is left out: run it with `ctest -L acceptance`.
+# The acceptance label (tests/stages/test_teacher_fidelity.py, ~40 min) is left out: run it with `ctest -L acceptance`.
 ctest -j2 --output-on-failure --timeout 900 -LE acceptance "$@"
