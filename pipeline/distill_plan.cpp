@@ -31,6 +31,26 @@ namespace {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
 
+// The autoencoder's spatial downsampling: prep's frames to the UNet's latents.
+int64_t latent_downsample(const config::Config& cfg) {
+  const auto& ae = cfg.models.autoencoder;
+  return ae.kind == "autoencoder_kl" ? 8 : ae.factor;
+}
+
+// DINOv2's structure for the discriminator: its config.json, or dinov2-base as published (518 px
+// position table); `from` says which.
+models::Dinov2Config dinov2_structure(const DistillSection& dc, std::string* from = nullptr) {
+  const stdfs::path folder = dc.disc_backbone_path;
+  if (stdfs::is_regular_file(folder / "config.json")) {
+    if (from) *from = (folder / "config.json").string();
+    return models::Dinov2Config::from_json(models::read_config_json(folder), folder / "config.json");
+  }
+  if (from) *from = "dinov2-base as published";
+  models::Dinov2Config c;
+  c.image_size = 518;
+  return c;
+}
+
 // The teacher as the run will build it, on the meta device (or with real CPU weights, for the
 // activation measurement); `source` says where its structure came from.
 models::VideoUnet teacher_structure(const config::Config& cfg, std::string& source, bool on_meta = true) {
@@ -42,7 +62,7 @@ models::VideoUnet teacher_structure(const config::Config& cfg, std::string& sour
     const auto& ae = cfg.models.autoencoder;
     const auto& te = cfg.models.text_encoder;
     const bool kl = ae.kind == "autoencoder_kl";
-    const int64_t channels = kl ? 4 : 3 * ae.factor * ae.factor, down = kl ? 8 : ae.factor;
+    const int64_t channels = kl ? 4 : 3 * ae.factor * ae.factor, down = latent_downsample(cfg);
     int64_t text_dim = te.dim;
     if (te.kind == "clip") {
       text_dim = 768;
@@ -94,7 +114,8 @@ std::string percent(int64_t part, int64_t whole) {
 // backward under CPU autocast in the run's precision (fp16 is measured as bf16: the same widths),
 // with CUDA autocast's float32 list (train::CudaAutocastPolicyOnCpu: norms, softmax, upsampling
 // stay float32, so the tensors backward keeps have a GPU's dtypes), and
-// train::peak_cpu_tensor_bytes gives the most tensor storage live at once. Paper-scale latents are too big to pass on a few cores, so three small passes fit
+// train::peak_cpu_tensor_bytes gives the most tensor storage live at once. Paper-scale latents
+// are too big to pass on a few cores, so three small passes fit
 //   bytes(n clips, side s) = w + n * (a + b * s^2)
 // at (1, d), (1, 2d) and (2, d), d the UNet's total downsampling, and the fit is read at the
 // run's micro-batch and latent side. w is what a pass holds once whatever the batch (the
@@ -199,11 +220,7 @@ ActivationEstimate estimate_activations(const config::Config& cfg, const std::st
       for (auto& p : (*vae)->parameters()) e.vae_parameters += p.numel();
       channels = vc.latent_channels;
       disc_unit = 8;
-      models::Dinov2Config dcfg;
-      dcfg.image_size = 518;
-      if (stdfs::is_regular_file(stdfs::path(dc.disc_backbone_path) / "config.json"))
-        dcfg = models::Dinov2Config::from_json(models::read_config_json(dc.disc_backbone_path),
-                                               stdfs::path(dc.disc_backbone_path) / "config.json");
+      const auto dcfg = dinov2_structure(dc);
       dino.emplace(dcfg);
       for (auto& p : (*vae)->parameters()) p.set_requires_grad(false);
       for (auto& p : (*dino)->parameters()) p.set_requires_grad(false);
@@ -273,20 +290,11 @@ int dry_run_distill(const config::Config& cfg) {
   const int64_t per_pass = world * dc.optim.micro_batch;
   const bool divides = dc.optim.batch % per_pass == 0;
 
-  // The discriminator's own frozen backbone: DINOv2 (its config.json, or dinov2-base as published,
-  // 518 px position table); the teacher backbone is the teacher itself.
+  // The discriminator's own frozen backbone: DINOv2; the teacher backbone is the teacher itself.
   int64_t dino = 0;
   std::string dino_from;
   if (dc.disc_weight > 0 && dc.disc_backbone == "dinov2") {
-    models::Dinov2Config dcfg;
-    dcfg.image_size = 518;
-    dino_from = "dinov2-base as published";
-    if (stdfs::is_regular_file(stdfs::path(dc.disc_backbone_path) / "config.json")) {
-      dcfg = models::Dinov2Config::from_json(models::read_config_json(dc.disc_backbone_path),
-                                             stdfs::path(dc.disc_backbone_path) / "config.json");
-      dino_from = (stdfs::path(dc.disc_backbone_path) / "config.json").string();
-    }
-    models::Dinov2 d(dcfg);  // torch's Linear layers: ~0.35 GB for the base model, freed at once
+    models::Dinov2 d(dinov2_structure(dc, &dino_from));  // torch's Linear layers: ~0.35 GB for the base model, freed at once
     for (auto& p : d->parameters()) dino += p.numel();
   }
 
@@ -312,9 +320,8 @@ int dry_run_distill(const config::Config& cfg) {
   std::cout << " x " << dc.optim.batch / per_pass << " accumulation step(s)\n";
 
   // Activations, measured on this machine's CPU (Note [activation estimate]).
-  const auto& ae = cfg.models.autoencoder;
-  const int64_t down = ae.kind == "autoencoder_kl" ? 8 : ae.factor;
-  const int64_t frames = all["prep"]["frames"].get<int64_t>(), side = all["prep"]["resolution"].get<int64_t>() / down;
+  const int64_t frames = all["prep"]["frames"].get<int64_t>();
+  const int64_t side = all["prep"]["resolution"].get<int64_t>() / latent_downsample(cfg);
   torch::set_num_threads(cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads)
                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   const auto act = estimate_activations(cfg, precision, frames, side);
