@@ -37,10 +37,7 @@
 #include "models/unet_motion.hpp"
 #include "models/video_unet.hpp"
 #include "models/weights.hpp"
-
-#if MCM_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
+#include "train/memory.hpp"
 
 using namespace mcm;
 using Clock = std::chrono::steady_clock;
@@ -77,25 +74,6 @@ nlohmann::json config_for(const std::string& size, const std::string& unet) {
   c.cross_attention_dim = 128;
   c.attention_head_dim = 32;
   return c.to_json();
-}
-
-// Peak bytes the CUDA caching allocator held since the last reset (0 on the CPU).
-double cuda_peak_gib(const torch::Device& dev, bool reset) {
-#if MCM_WITH_CUDA
-  if (dev.is_cuda()) {
-    namespace alloc = c10::cuda::CUDACachingAllocator;
-    if (reset) {
-      alloc::resetPeakStats(dev.index() < 0 ? 0 : dev.index());
-      return 0;
-    }
-    const auto st = alloc::getDeviceStats(dev.index() < 0 ? 0 : dev.index());
-    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-    return static_cast<double>(st.allocated_bytes[agg].peak) / (1024.0 * 1024.0 * 1024.0);
-  }
-#endif
-  (void)dev;
-  (void)reset;
-  return 0;
 }
 
 }  // namespace
@@ -171,7 +149,7 @@ int main(int argc, char** argv) try {
     auto time_it = [&](Mode mode) {
       std::vector<double> ms;
       unet->train(mode == Train);
-      cuda_peak_gib(dev, /*reset=*/true);
+      train::reset_cuda_peak_memory(dev);
       for (int64_t r = 0; r < a.reps + 2; ++r) {
         unet->zero_grad();
         sync();
@@ -188,7 +166,7 @@ int main(int argc, char** argv) try {
         sync();
         if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
       }
-      peak[mode] = cuda_peak_gib(dev, /*reset=*/false);
+      peak[mode] = train::cuda_peak_memory(dev).allocated_gib;
       return median(ms);
     };
     std::ostringstream cmd;

@@ -14,7 +14,32 @@
 
 #include "core/error.hpp"
 
+#if MCM_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace mcm::train {
+
+CudaPeak cuda_peak_memory(torch::Device device) {
+#if MCM_WITH_CUDA
+  if (!device.is_cuda()) return {};
+  const auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  return {static_cast<double>(st.allocated_bytes[agg].peak) / kGiB, static_cast<double>(st.reserved_bytes[agg].peak) / kGiB};
+#else
+  (void)device;
+  return {};
+#endif
+}
+
+void reset_cuda_peak_memory(torch::Device device) {
+#if MCM_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index() : 0);
+#else
+  (void)device;
+#endif
+}
 
 AutocastGuard::AutocastGuard(torch::Device device, const std::string& precision) {
   if (precision == "fp32") return;

@@ -48,6 +48,15 @@ class CudaAutocastPolicyOnCpu {
 /// arena's slack are not counted). One measurement at a time per process (LogicError otherwise).
 int64_t peak_cpu_tensor_bytes(const std::function<void()>& fn);
 
+/// Peak GPU memory torch's caching allocator held on `device` since the last reset, in GiB: what
+/// torch.cuda.max_memory_allocated / max_memory_reserved report. Zeros off CUDA.
+struct CudaPeak {
+  double allocated_gib = 0, reserved_gib = 0;
+};
+CudaPeak cuda_peak_memory(torch::Device device);
+/// Starts a new peak on `device` (torch.cuda.reset_peak_memory_stats); nothing off CUDA.
+void reset_cuda_peak_memory(torch::Device device);
+
 /// Peak bytes of a pass over n items (clips, frames) of latent side s, as
 ///   bytes(n, s) = once + n * (per_item + per_area * s^2),
 /// fitted through three passes at (1, d), (1, 2d) and (2, d): `once` is what a pass holds whatever

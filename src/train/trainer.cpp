@@ -21,10 +21,6 @@
 #include "train/checkpoint.hpp"
 #include "train/memory.hpp"
 
-#if MCM_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
 namespace mcm::train {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
@@ -32,25 +28,6 @@ using json = nlohmann::json;
 namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Peak GPU memory of torch's caching allocator since the run started, in GiB: what
-// torch.cuda.max_memory_allocated / max_memory_reserved report on the PyTorch side.
-json cuda_peak_memory(torch::Device device, bool reset) {
-#if MCM_WITH_CUDA
-  if (!device.is_cuda()) return nullptr;
-  namespace alloc = c10::cuda::CUDACachingAllocator;
-  if (reset) alloc::resetPeakStats(device.index());
-  const auto st = alloc::getDeviceStats(device.index());
-  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-  return {{"allocated_peak_gib", static_cast<double>(st.allocated_bytes[agg].peak) / kGiB},
-          {"reserved_peak_gib", static_cast<double>(st.reserved_bytes[agg].peak) / kGiB}};
-#else
-  (void)device;
-  (void)reset;
-  return nullptr;
-#endif
-}
 
 // The keys whose values differ between two flat identity objects, "key a -> b".
 std::vector<std::string> differences(const json& was, const json& now) {
@@ -335,7 +312,7 @@ TrainResult Trainer::run() {
   };
 
   std::vector<std::string> term_names;
-  cuda_peak_memory(device_, /*reset=*/true);
+  reset_cuda_peak_memory(device_);
   while (step < steps) {
     comm_->set_step(step);
     const auto t_step = Clock::now();
@@ -483,7 +460,10 @@ TrainResult Trainer::run() {
       for (size_t i = 0; i < term_names.size(); ++i) m["terms"][term_names[i]] = sv[static_cast<int64_t>(i) + 2] / denom;
       if (spec_.critic) m[spec_.critic->name] = {{"loss", critic_loss}, {"lr", critic_lr}, {"grad_norm", critic_norm}};
       if (scaler_.enabled()) m["loss_scale"] = scaler_.scale();
-      if (device_.is_cuda()) m["cuda_memory"] = cuda_peak_memory(device_, /*reset=*/false);
+      if (device_.is_cuda()) {
+        const auto peak = cuda_peak_memory(device_);  // since the run started
+        m["cuda_memory"] = {{"allocated_peak_gib", peak.allocated_gib}, {"reserved_peak_gib", peak.reserved_gib}};
+      }
       metrics.write(m);
       log::debug(spec_.stage, ": step ", step, " loss ", loss, " lr ", lr, " grad norm ", norm);
     }

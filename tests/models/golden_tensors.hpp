@@ -1,6 +1,9 @@
 // The golden.safetensors a golden script beside the model tests writes (tests/golden.hpp makes the
 // folder once per oracle version), read once per test process.
 #pragma once
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -24,6 +27,21 @@ class GoldenTensors {
 
   const std::filesystem::path dir;  ///< the script's folder: model folders beside golden.safetensors
   const models::TensorMap tensors;
+};
+
+/// The fixture of one golden script's tests: one intra-op thread (sums in a fixed order) and the
+/// script's tensors, read once per test process. `Script` names the script relative to the source
+/// tree in `static constexpr const char* path`.
+template <class Script>
+class GoldenTest : public ::testing::Test {
+ protected:
+  void SetUp() override { at::set_num_threads(1); }
+  static const GoldenTensors& golden() {
+    static const GoldenTensors tensors(Script::path);
+    return tensors;
+  }
+  static const torch::Tensor& g(const std::string& k) { return golden()(k); }
+  static bool has(const std::string& k) { return golden().has(k); }
 };
 
 }  // namespace mcm::test

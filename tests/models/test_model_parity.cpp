@@ -20,16 +20,10 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-class ModelGolden : public ::testing::Test {
- protected:
-  void SetUp() override { torch::set_num_threads(1); }
-  static const test::GoldenTensors& golden() {
-    static const test::GoldenTensors tensors("tests/models/make_model_golden.py");
-    return tensors;
-  }
-  static const torch::Tensor& g(const std::string& k) { return golden()(k); }
-  static bool has(const std::string& k) { return golden().has(k); }
+struct ModelGoldenScript {
+  static constexpr const char* path = "tests/models/make_model_golden.py";
 };
+using ModelGolden = test::GoldenTest<ModelGoldenScript>;
 
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 

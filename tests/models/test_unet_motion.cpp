@@ -18,16 +18,10 @@ using namespace mcm::models;
 namespace stdfs = std::filesystem;
 
 namespace {
-class MotionGolden : public ::testing::Test {
- protected:
-  void SetUp() override { torch::set_num_threads(1); }
-  static const test::GoldenTensors& golden() {
-    static const test::GoldenTensors tensors("tests/models/make_motion_golden.py");
-    return tensors;
-  }
-  static const torch::Tensor& g(const std::string& k) { return golden()(k); }
-  static bool has(const std::string& k) { return golden().has(k); }
+struct MotionGoldenScript {
+  static constexpr const char* path = "tests/models/make_motion_golden.py";
 };
+using MotionGolden = test::GoldenTest<MotionGoldenScript>;
 
 double max_err(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 }  // namespace
