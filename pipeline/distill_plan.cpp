@@ -151,11 +151,22 @@ Fitted fit_passes(const std::function<double(int64_t, int64_t)>& pass, int64_t u
   return f;
 }
 
-// Trainable gradients present and zero, as after the first micro-batch, so that every pass counts
-// the same transient incoming gradients and none counts their first allocation.
-void zero_trainable_grads(torch::nn::Module& m) {
-  for (auto& p : m.parameters())
+// Peak bytes of one training pass: `forward` under CPU autocast in `autocast`, a float32 loss of
+// its output, and the backward. `student`'s trainable gradients are present and zero first, as
+// after the first micro-batch, so every pass counts the same transient incoming gradients and
+// none counts their first allocation.
+double training_pass_peak(torch::nn::Module& student, const std::string& autocast,
+                          const std::function<torch::Tensor()>& forward) {
+  for (auto& p : student.parameters())
     if (p.requires_grad()) p.mutable_grad() = torch::zeros_like(p);
+  return double(train::peak_cpu_tensor_bytes([&] {
+    torch::Tensor loss;
+    {
+      train::AutocastGuard ag(torch::kCPU, autocast);
+      loss = forward().to(torch::kFloat32).square().mean();
+    }
+    loss.backward();
+  }));
 }
 
 struct ActivationEstimate {
@@ -190,15 +201,7 @@ ActivationEstimate estimate_activations(const config::Config& cfg, const std::st
         auto ctx = torch::randn({n, text_len, shape.cross_attention_dim});
         std::optional<torch::Tensor> cond;
         if (shape.time_cond_proj_dim > 0) cond = torch::randn({n, shape.time_cond_proj_dim});
-        zero_trainable_grads(*student);
-        return double(train::peak_cpu_tensor_bytes([&] {
-          torch::Tensor loss;
-          {
-            train::AutocastGuard ag(torch::kCPU, autocast);
-            loss = student->forward(x, t, ctx, cond).to(torch::kFloat32).square().mean();
-          }
-          loss.backward();
-        }));
+        return training_pass_peak(*student, autocast, [&] { return student->forward(x, t, ctx, cond); });
       },
       unit, dc.optim.micro_batch, latent_side);
 
@@ -247,15 +250,7 @@ ActivationEstimate estimate_activations(const config::Config& cfg, const std::st
         [&](int64_t n, int64_t s) {
           auto z = torch::randn({n, channels, s, s}).requires_grad_(true);
           auto ctx = torch::randn({n, text_len, shape.cross_attention_dim});
-          zero_trainable_grads(*student);
-          return double(train::peak_cpu_tensor_bytes([&] {
-            torch::Tensor loss;
-            {
-              train::AutocastGuard ag(torch::kCPU, autocast);
-              loss = features(z, ctx).to(torch::kFloat32).square().mean();
-            }
-            loss.backward();
-          }));
+          return training_pass_peak(*student, autocast, [&] { return features(z, ctx); });
         },
         disc_unit, judged, latent_side);
   }
