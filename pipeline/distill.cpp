@@ -343,7 +343,10 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   }
 
   // Caption fidelity of held-out prompts: the student's few-step LCM samples against the teacher's
-  // guided DDIM at the same step counts, every method from the same x_T per prompt.
+  // guided DDIM at the same step counts, every method from the same x_T and step noise per prompt.
+  // A third row is the control: the student before training, which is the teacher itself through
+  // the same LCM sampler (the LoRA starts at zero and the motion head is not used to sample). What
+  // the distillation added is the difference between it and the student, prompt for prompt.
   json fidelity;
   if (dc.eval_prompts > 0 && cfg.models.text_encoder.kind == "word") {
     if (!ctx.is_root()) {  // rank 0 merged the adapters above; the others do it now for sampling
@@ -366,13 +369,18 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
       auto teacher = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& unc, const StepNoise& noise) {
         return sample_ddim_cfg(m.teacher, schedule, std::move(x), cond, unc, dc.eval_guidance, steps, ddim, noise);
       };
+      auto untrained = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&, const StepNoise& noise) {
+        return sample_lcm(m.teacher, schedule, std::move(x), cond, steps, lcm, noise);
+      };
       const auto key = std::to_string(steps);
       fidelity["student_lcm"][key] = prompt_fidelity(student, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
+      fidelity["untrained_lcm"][key] = prompt_fidelity(untrained, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
       fidelity["teacher_ddim"][key] = prompt_fidelity(teacher, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
       if (ctx.is_root())
         log::info("distill: caption fidelity at ", steps, " step(s): student (LCM) ",
-                  fidelity["student_lcm"][key]["score"]["accuracy"].dump(), ", teacher (DDIM, guidance ", dc.eval_guidance,
-                  ") ", fidelity["teacher_ddim"][key]["score"]["accuracy"].dump());
+                  fidelity["student_lcm"][key]["score"]["accuracy"].dump(), ", untrained student (LCM) ",
+                  fidelity["untrained_lcm"][key]["score"]["accuracy"].dump(), ", teacher (DDIM, guidance ",
+                  dc.eval_guidance, ") ", fidelity["teacher_ddim"][key]["score"]["accuracy"].dump());
     }
     fidelity["eval_guidance"] = dc.eval_guidance;
     if (ctx.is_root()) {
@@ -385,7 +393,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
               {"teacher_checksum", teacher_src.checksum}, {"motion", dc.motion}};
   if (res.step > std::max<int64_t>(res.resumed_from, 0)) fields["final_loss"] = res.last_loss;  // steps ran in this process
   if (!fidelity.is_null())
-    for (const char* method : {"student_lcm", "teacher_ddim"})
+    for (const char* method : {"student_lcm", "untrained_lcm", "teacher_ddim"})
       for (auto& [steps, r] : fidelity[method].items()) fields["fidelity"][method][steps] = r["score"];
   return stage.finish({}, fields) ? 0 : 1;
 }

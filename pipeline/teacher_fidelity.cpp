@@ -1,5 +1,6 @@
 #include "pipeline/teacher_fidelity.hpp"
 
+#include "core/checksum.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "diffusion/noise.hpp"
@@ -113,9 +114,17 @@ json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, 
     for (size_t i = 0; i < mine.size(); ++i) {
       auto a = eval::analyse_clip(clips[i]);
       auto want = eval::parse_caption(mine[i]);
+      // The analyser's continuous evidence beside its verdicts (how round the shapes are drawn:
+      // issue 8's students lose triangles to circles), and the checksum of the clip's 8-bit pixels,
+      // so two runs or two samplers can be compared prompt for prompt without the videos.
+      const auto px = clip_to_uint8(clips[i]);
+      const std::string_view bytes(static_cast<const char*>(px.data_ptr()), static_cast<size_t>(px.numel()));
       per_prompt.push_back({{"prompt", mine[i]}, {"index", ids[i]}, {"colour", a.found.colour}, {"shape", a.found.shape},
                             {"direction", a.found.direction}, {"ok_colour", a.found.colour == want.colour},
-                            {"ok_shape", a.found.shape == want.shape}, {"ok_direction", a.found.direction == want.direction}});
+                            {"ok_shape", a.found.shape == want.shape}, {"ok_direction", a.found.direction == want.direction},
+                            {"foreground_fraction", a.foreground_fraction}, {"triangle_score", a.triangle_score},
+                            {"corner_score", a.corner_score}, {"frames_used", a.frames_used},
+                            {"pixels", checksum::of_bytes(bytes)}});
     }
   }
   json r = gather_fidelity(per_prompt, ctx);

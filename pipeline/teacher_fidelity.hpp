@@ -68,7 +68,9 @@ using PromptSampler = std::function<torch::Tensor(torch::Tensor x_T, const torch
 /// Collective: prompts are dealt to ranks (prompt i to rank i % world), each sampled by `sample`
 /// from its own noise (stream "teacher_eval"/i, so any sampler of the same prompts starts from the
 /// same x_T, whatever the world size), decoded and analysed; scores summed. Returns {"prompts",
-/// "score": FidelityScore json, "per_prompt": [...]} on every rank.
+/// "score": FidelityScore json, "per_prompt": [...]} on every rank. Each per_prompt entry holds
+/// the analyser's verdicts and evidence (foreground_fraction, triangle_score, corner_score,
+/// frames_used) and "pixels", the checksum of the clip as 8-bit RGB.
 nlohmann::json prompt_fidelity(const PromptSampler& sample, models::FrameAutoencoder& ae, models::TextEncoder& text,
                                const std::vector<std::string>& prompts, uint64_t seed, const std::vector<int64_t>& latent_shape,
                                const dist::DistContext& ctx, torch::Device device);

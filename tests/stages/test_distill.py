@@ -238,6 +238,39 @@ class Distill(unittest.TestCase):
                 else:
                     self.assertIn("real frames from the clips", p.stderr + p.stdout)
 
+    def test_fidelity_control_is_the_untrained_student(self):
+        # distill/fidelity.json scores the student, the student before training (the teacher through
+        # the same LCM sampler) and the teacher's DDIM, from the same noise per prompt; each prompt's
+        # entry carries the checksum of its clip's pixels. With a learning rate that leaves the LoRA
+        # below float32's resolution of the merged weights, the student is the untrained one and
+        # every clip is bitwise the control's; a learning rate that moves the LoRA changes them, and
+        # the teacher's guided DDIM is a different sampler. Two ranks: prompts are dealt across them.
+        def run_with(name, lr):
+            run = self.fresh(name)
+            p = distill(run, ["distill.steps=2", "distill.batch=2", "distill.micro_batch=1", f"distill.lr={lr}",
+                              "distill.disc_weight=0", "distill.eval_prompts=4"], np_=2)
+            with open(os.path.join(run, "distill", "fidelity.json")) as f:
+                return run, p, json.load(f)
+
+        def pixels(fid, method, steps):
+            rows = fid[method][steps]["per_prompt"]
+            self.assertEqual([r["index"] for r in rows], [0, 1, 2, 3])
+            return [r["pixels"] for r in rows]
+
+        run, p, fid = run_with("fidelity-control", "1e-12")
+        self.assertIn("untrained student (LCM)", p.stderr + p.stdout)
+        self.assertEqual(set(fid), {"student_lcm", "untrained_lcm", "teacher_ddim", "eval_guidance"})
+        for steps in ("1", "2", "4", "8"):
+            self.assertEqual(pixels(fid, "student_lcm", steps), pixels(fid, "untrained_lcm", steps), steps)
+            self.assertNotEqual(pixels(fid, "teacher_ddim", steps), pixels(fid, "untrained_lcm", steps), steps)
+            for r in fid["untrained_lcm"][steps]["per_prompt"]:
+                self.assertTrue({"triangle_score", "corner_score", "foreground_fraction", "frames_used"} <= set(r), r)
+        self.assertEqual(set(latest(run, "distill")["fidelity"]), {"student_lcm", "untrained_lcm", "teacher_ddim"})
+        _, _, moved = run_with("fidelity-control-trained", "1e-1")
+        for steps in ("1", "4"):
+            self.assertEqual(pixels(moved, "untrained_lcm", steps), pixels(fid, "untrained_lcm", steps), steps)
+            self.assertNotEqual(pixels(moved, "student_lcm", steps), pixels(moved, "untrained_lcm", steps), steps)
+
     def test_dinov2_backbone_trains(self):
         # MCM's own backbone: a transformers Dinov2Model folder (tiny and random here; facebook/
         # dinov2-small in real runs) judging decoded frames resized to disc_image_size.
