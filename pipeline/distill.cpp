@@ -4,6 +4,9 @@
 // distill_model.hpp) and mixed trajectories. Writes distill/student/unet (LoRA merged, a diffusers
 // folder), distill/student/lora (the adapters in PEFT form), distill/student/scheduler (LCMScheduler
 // settings) and distill/metrics.jsonl; the motion head and its target copy live in checkpoints only.
+#include <tuple>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
@@ -362,25 +365,28 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
     lcm.timestep_scaling = dc.timestep_scaling;
     lcm.prediction = teacher_src.prediction;
     const auto ddim = teacher_ddim(teacher_src.prediction, teacher_src.schedule.rescale_zero_terminal_snr);
-    for (int64_t steps : {1, 2, 4, 8}) {
-      auto student = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&, const StepNoise& noise) {
-        return sample_lcm(m.student, schedule, std::move(x), cond, steps, lcm, noise);
+    auto lcm_sampler = [&](const models::VideoUnet& net, int64_t steps) -> PromptSampler {
+      return [&net, &schedule, &lcm, steps](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&,
+                                            const StepNoise& noise) {
+        return sample_lcm(net, schedule, std::move(x), cond, steps, lcm, noise);
       };
+    };
+    for (int64_t steps : {1, 2, 4, 8}) {
       auto teacher = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor& unc, const StepNoise& noise) {
         return sample_ddim_cfg(m.teacher, schedule, std::move(x), cond, unc, dc.eval_guidance, steps, ddim, noise);
       };
-      auto untrained = [&](torch::Tensor x, const torch::Tensor& cond, const torch::Tensor&, const StepNoise& noise) {
-        return sample_lcm(m.teacher, schedule, std::move(x), cond, steps, lcm, noise);
-      };
+      // (record key, log label, sampler): one row of fidelity.json each.
+      const std::vector<std::tuple<std::string, std::string, PromptSampler>> rows{
+          {"student_lcm", "student (LCM)", lcm_sampler(m.student, steps)},
+          {"untrained_lcm", "untrained student (LCM)", lcm_sampler(m.teacher, steps)},
+          {"teacher_ddim", cat("teacher (DDIM, guidance ", dc.eval_guidance, ")"), teacher}};
       const auto key = std::to_string(steps);
-      fidelity["student_lcm"][key] = prompt_fidelity(student, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
-      fidelity["untrained_lcm"][key] = prompt_fidelity(untrained, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
-      fidelity["teacher_ddim"][key] = prompt_fidelity(teacher, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
-      if (ctx.is_root())
-        log::info("distill: caption fidelity at ", steps, " step(s): student (LCM) ",
-                  fidelity["student_lcm"][key]["score"]["accuracy"].dump(), ", untrained student (LCM) ",
-                  fidelity["untrained_lcm"][key]["score"]["accuracy"].dump(), ", teacher (DDIM, guidance ",
-                  dc.eval_guidance, ") ", fidelity["teacher_ddim"][key]["score"]["accuracy"].dump());
+      std::string line;
+      for (const auto& [name, label, sample] : rows) {
+        fidelity[name][key] = prompt_fidelity(sample, *autoencoder, *text_encoder, prompts, seed, info.latent, ctx, device);
+        line += cat(line.empty() ? "" : ", ", label, " ", fidelity[name][key]["score"]["accuracy"].dump());
+      }
+      if (ctx.is_root()) log::info("distill: caption fidelity at ", steps, " step(s): ", line);
     }
     fidelity["eval_guidance"] = dc.eval_guidance;
     if (ctx.is_root()) {
@@ -393,8 +399,9 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
               {"teacher_checksum", teacher_src.checksum}, {"motion", dc.motion}};
   if (res.step > std::max<int64_t>(res.resumed_from, 0)) fields["final_loss"] = res.last_loss;  // steps ran in this process
   if (!fidelity.is_null())
-    for (const char* method : {"student_lcm", "untrained_lcm", "teacher_ddim"})
-      for (auto& [steps, r] : fidelity[method].items()) fields["fidelity"][method][steps] = r["score"];
+    for (auto& [method, by_steps] : fidelity.items())
+      if (by_steps.is_object())  // the rows; eval_guidance is the one number beside them
+        for (auto& [steps, r] : by_steps.items()) fields["fidelity"][method][steps] = r["score"];
   return stage.finish({}, fields) ? 0 : 1;
 }
 
