@@ -6,6 +6,7 @@ motion head's EMA target, the discriminator, its spectral-norm vectors and the p
 and the LoRA file injected by PEFT into the teacher gives the merged student's output; every motion
 representation trains; bad input is refused with the key or file named. Run by ctest
 (stages.distill, label mpi)."""
+import glob
 import json
 import os
 import shutil
@@ -266,10 +267,43 @@ class Distill(unittest.TestCase):
             for r in fid["untrained_lcm"][steps]["per_prompt"]:
                 self.assertTrue({"triangle_score", "corner_score", "foreground_fraction", "frames_used"} <= set(r), r)
         self.assertEqual(set(latest(run, "distill")["fidelity"]), {"student_lcm", "untrained_lcm", "teacher_ddim"})
-        _, _, moved = run_with("fidelity-control-trained", "1e-1")
+        trained, _, moved = run_with("fidelity-control-trained", "1e-1")
         for steps in ("1", "4"):
             self.assertEqual(pixels(moved, "untrained_lcm", steps), pixels(fid, "untrained_lcm", steps), steps)
             self.assertNotEqual(pixels(moved, "student_lcm", steps), pixels(moved, "untrained_lcm", steps), steps)
+
+        # bench/cd_probe on the same run: the teacher's folder given as a student is the untrained
+        # student to the bit (moved 0 at every grid point, the same errors); the trained student moved,
+        # and its last checkpoint (the adapters on the teacher, unmerged) is the same network up to the
+        # rounding of the merge. At the grid's first point the next one down is s = 0, where f is x_s
+        # itself: the consistency error there is the flow-map error.
+        out = os.path.join(trained, "probe.json")
+        ckpts = sorted(glob.glob(os.path.join(trained, "distill", "checkpoints", "step-*")))
+        self.assertTrue(ckpts)
+        cmd = [os.path.join(os.path.dirname(MCM), "bench", "cd_probe"), "--config", TINY, "--set", f"run.dir={trained}",
+               "--student", os.path.join(trained, "teacher", "unet"), "--student", os.path.join(trained, STUDENT, "unet"),
+               "--checkpoint", ckpts[-1], "--prompts", "3", "--threads", "1", "--json", out]
+        for s in SMALL + TEACHER_FAST + FAST:
+            cmd += ["--set", s]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("flow-map error", p.stdout)
+        with open(out) as f:
+            probe = json.load(f)
+        nets = probe["networks"]
+        same, student, base = (nets[os.path.join(trained, "teacher", "unet")], nets[os.path.join(trained, STUDENT, "unet")],
+                               nets["untrained"])
+        self.assertEqual(len(base), 50)
+        self.assertEqual([r["t"] for r in base], list(range(19, 1000, 20)))
+        for a, b in zip(same, base):
+            self.assertEqual(a["moved"], 0.0, a)
+            self.assertEqual((a["flow_map"], a["consistency"]), (b["flow_map"], b["consistency"]))
+        self.assertTrue(all(r["moved"] > 1e-4 for r in student), student)
+        for a, b in zip(nets[ckpts[-1]], student):
+            self.assertAlmostEqual(a["flow_map"], b["flow_map"], delta=1e-4 * b["flow_map"] + 1e-6)
+        for rows in (base, student):
+            self.assertEqual(rows[0]["consistency"], rows[0]["flow_map"])
+            self.assertTrue(all(r["dependence"] > 0 for r in rows))
 
     def test_dinov2_backbone_trains(self):
         # MCM's own backbone: a transformers Dinov2Model folder (tiny and random here; facebook/
