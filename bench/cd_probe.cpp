@@ -9,6 +9,10 @@
 //     the LCM sampler needs at its timesteps;
 //   - consistency error RMS(f(x_t, t) - f(x_s, s)) with s one grid step below (at s = 0: x_s): what
 //     L_CD drives down;
+//   - the guidance gap RMS(x0_c - x0_u) of the teacher, on the trajectory and on forward-noised
+//     training clips (where distillation draws its x_t): what the guided target adds there;
+//   - train_consistency: the same consistency error on forward-noised training clips (x_s from
+//     the guided step, the target from the same network): L_CD's own terms, what training lowers;
 //   - dependence RMS(f(x_t, t) - f(x_t', t)), x_t' the next prompt's trajectory point under this
 //     prompt's caption: how much the output depends on the noise at all (a network that ignores
 //     x_t at t = 999, as an x0-predicting teacher at zero terminal SNR does, gives the same clip for
@@ -37,6 +41,7 @@
 #include "models/weights.hpp"
 #include "diffusion/solver.hpp"
 #include "dist/dist_context.hpp"
+#include "io/hdf5_store.hpp"
 #include "models/encoders.hpp"
 #include "pipeline/distill_config.hpp"
 #include "pipeline/prep_shards.hpp"
@@ -102,9 +107,17 @@ int main(int argc, char** argv) try {
   for (int64_t i = 0; i < N; ++i) keys.push_back(rng::key(seed, "teacher_eval", static_cast<uint64_t>(i), "noise"));
   auto x = diffusion::randn_per_sample(keys, info.latent, torch::TensorOptions().dtype(torch::kFloat32));
 
+  // Every error is measured on what a sample shows: the decoded frames, clamped to [-1, 1] as the
+  // samplers' videos are, so that latents the guidance pushes past that range do not count.
+  auto autoencoder = models::make_autoencoder(cfg.models.autoencoder);
+  auto pix = [&](const torch::Tensor& v) {
+    const auto B = v.size(0), C = v.size(1), F = v.size(2);
+    return autoencoder->decode(v.permute({0, 2, 1, 3, 4}).reshape({B * F, C, v.size(3), v.size(4)})).clamp(-1, 1);
+  };
   auto ts = [&](int64_t t) { return torch::full({N}, t, torch::kInt64); };
   // The guided ODE, top to bottom: xs[i] is the point at grid[i]; x0g[i] the guided one-step estimate there.
   std::vector<torch::Tensor> xs(grid.size()), x0g(grid.size());
+  std::vector<double> gap_generated(grid.size());  // RMS(x0_c - x0_u) on the trajectory
   for (int64_t i = static_cast<int64_t>(grid.size()) - 1; i >= 0; --i) {
     const auto t = ts(grid[static_cast<size_t>(i)]);
     xs[static_cast<size_t>(i)] = x;
@@ -113,16 +126,43 @@ int main(int argc, char** argv) try {
     auto ec = schedule.predict_eps(oc, x, t, pred), eu = schedule.predict_eps(ou, x, t, pred);
     auto g0 = x0c + a.w * (x0c - x0u), ge = ec + a.w * (ec - eu);
     x0g[static_cast<size_t>(i)] = g0;
+    gap_generated[static_cast<size_t>(i)] = rms(pix(x0c) - pix(x0u));
     x = diffusion::ddim_solver_step(schedule, g0, ge, (t - T / n).clamp_min(0));
   }
-  // Every error is measured on what a sample shows: the decoded frames, clamped to [-1, 1] as the
-  // samplers' videos are, so that latents the guidance pushes past that range do not count.
-  auto autoencoder = models::make_autoencoder(cfg.models.autoencoder);
-  auto pix = [&](const torch::Tensor& v) {
-    const auto B = v.size(0), C = v.size(1), F = v.size(2);
-    return autoencoder->decode(v.permute({0, 2, 1, 3, 4}).reshape({B * F, C, v.size(3), v.size(4)})).clamp(-1, 1);
-  };
   const auto z = pix(x);  // the end: distill's target at s = 0
+
+  // The same gap where distillation trains: the first shard's clips (with their captions), noised
+  // to each grid timestep by the forward process (pure noise at T - 1, as distill).
+  json gap = json::array();
+  std::vector<torch::Tensor> xt_real(grid.size()), xs_real(grid.size());  // x_t and the guided step's x_s
+  torch::Tensor text_real;
+  {
+    io::LatentShardReader r(info.shards.front());
+    const int64_t m = std::min<int64_t>(static_cast<int64_t>(r.size()), N);
+    std::vector<torch::Tensor> clips, texts;
+    std::vector<rng::Key> nk;
+    for (int64_t j = 0; j < m; ++j) {
+      auto l = r.latent(static_cast<hsize_t>(j));
+      clips.push_back(torch::from_blob(l.data(), info.latent, torch::kFloat16).to(torch::kFloat32).clone());
+      auto e = r.text_emb(static_cast<hsize_t>(j));
+      texts.push_back(torch::from_blob(e.data(), info.text, torch::kFloat16).to(torch::kFloat32).clone());
+      nk.push_back(rng::key(seed, "cd_probe", static_cast<uint64_t>(j), "real_noise"));
+    }
+    auto x0 = torch::stack(clips), text = torch::stack(texts);
+    auto eps = diffusion::randn_per_sample(nk, info.latent, torch::TensorOptions().dtype(torch::kFloat32));
+    auto un = uncond.slice(0, 0, 1).expand({m, uncond.size(1), uncond.size(2)});
+    for (size_t i = 0; i < grid.size(); ++i) {
+      auto t = torch::full({m}, grid[i], torch::kInt64);
+      auto xt = grid[i] == T - 1 ? eps : schedule.add_noise(x0, eps, t);
+      auto oc = teacher->forward(xt, t, text), ou = teacher->forward(xt, t, un);
+      auto c = schedule.predict_x0(oc, xt, t, pred), u = schedule.predict_x0(ou, xt, t, pred);
+      auto ec = schedule.predict_eps(oc, xt, t, pred), eu = schedule.predict_eps(ou, xt, t, pred);
+      gap.push_back({{"t", grid[i]}, {"generated", gap_generated[i]}, {"real", rms(pix(c) - pix(u))}});
+      xt_real[i] = xt;
+      xs_real[i] = diffusion::ddim_solver_step(schedule, c + a.w * (c - u), ec + a.w * (ec - eu), (t - T / n).clamp_min(0));
+    }
+    text_real = text;
+  }
 
   auto f = [&](const models::VideoUnet& net, const torch::Tensor& xt, int64_t t, const torch::Tensor& c) {
     auto tt = ts(t);
@@ -134,7 +174,7 @@ int main(int argc, char** argv) try {
   auto shifted = [&](const torch::Tensor& v) { return torch::roll(v, {1}, {0}); };
 
   json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
-           {"end_rms", rms(z)}};
+           {"end_rms", rms(z)}, {"guidance_gap", gap}};
   // The untrained student's f per grid point: what each trained one moved from, and whether toward z.
   std::vector<torch::Tensor> base(grid.size());
   auto probe = [&](const std::string& name, const models::VideoUnet& net, bool is_base) {
@@ -144,6 +184,12 @@ int main(int argc, char** argv) try {
       auto fs = i == 0 ? z : pix(f(net, xs[i - 1], grid[i - 1], cond));
       json r{{"t", grid[i]}, {"flow_map", rms(ft - z)}, {"consistency", rms(ft - fs)},
              {"dependence", rms(ft - pix(f(net, shifted(xs[i]), grid[i], cond)))}};
+      {  // L_CD's own terms on training clips at this w (the online target, f(x_s) = x_s at s = 0)
+        const int64_t s_t = i == 0 ? 0 : grid[i - 1];
+        auto fr = pix(f(net, xt_real[i], grid[i], text_real));
+        auto tr = i == 0 ? pix(xs_real[0]) : pix(f(net, xs_real[i], s_t, text_real));
+        r["train_consistency"] = rms(fr - tr);
+      }
       if (is_base) {
         base[i] = ft;
       } else {  // moved: RMS(f - f_untrained); toward: cosine of that move with z - f_untrained
@@ -213,10 +259,26 @@ int main(int argc, char** argv) try {
       }
       std::printf("\n");
     }
-    std::printf("moved RMS(f - f_untrained) and its cosine with z - f_untrained\n");
+    std::printf("guidance gap RMS(x0_c - x0_u): on the trajectory / on noised training clips\n");
+    for (int64_t t : {999, 899, 759, 599, 499, 379, 259, 159, 99, 59, 19}) {
+      if ((t + 1) % (T / n) != 0) continue;
+      const auto& g = gap[static_cast<size_t>((t + 1) / (T / n) - 1)];
+      std::printf("%6lld | %.4f / %.4f\n", static_cast<long long>(t), g["generated"].get<double>(), g["real"].get<double>());
+    }
+    std::printf("consistency error on noised training clips (what L_CD lowers)\n");
+    for (int64_t t : {999, 899, 759, 599, 499, 379, 259, 159, 99, 59, 19}) {
+      if ((t + 1) % (T / n) != 0) continue;
+      const auto i = static_cast<size_t>((t + 1) / (T / n) - 1);
+      std::printf("%6lld", static_cast<long long>(t));
+      for (auto& [name, rows] : out["networks"].items())
+        if (rows[i].contains("train_consistency")) std::printf(" | %.4f", rows[i]["train_consistency"].get<double>());
+      std::printf("\n");
+    }
+    if (!a.students.empty() || !a.checkpoints.empty())
+      std::printf("moved RMS(f - f_untrained) and its cosine with z - f_untrained\n");
     for (int64_t t : {999, 899, 759, 599, 499, 379, 259, 159, 99, 59, 19}) {
       const auto i = static_cast<size_t>((t + 1) / (T / n) - 1);
-      if ((t + 1) % (T / n) != 0) continue;
+      if ((t + 1) % (T / n) != 0 || (a.students.empty() && a.checkpoints.empty())) continue;
       std::printf("%6lld", static_cast<long long>(t));
       for (auto& [name, rows] : out["networks"].items())
         if (rows[i].contains("moved"))

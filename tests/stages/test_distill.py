@@ -303,7 +303,9 @@ class Distill(unittest.TestCase):
             self.assertAlmostEqual(a["flow_map"], b["flow_map"], delta=1e-4 * b["flow_map"] + 1e-6)
         for rows in (base, student):
             self.assertEqual(rows[0]["consistency"], rows[0]["flow_map"])
-            self.assertTrue(all(r["dependence"] > 0 for r in rows))
+            self.assertTrue(all(r["dependence"] > 0 and r["train_consistency"] > 0 for r in rows))
+        self.assertEqual([g["t"] for g in probe["guidance_gap"]], list(range(19, 1000, 20)))
+        self.assertTrue(all(g["generated"] > 0 and g["real"] > 0 for g in probe["guidance_gap"]))
 
     def test_dinov2_backbone_trains(self):
         # MCM's own backbone: a transformers Dinov2Model folder (tiny and random here; facebook/
