@@ -3,8 +3,7 @@
 // For N held-out prompts (distill's own list), the teacher's guided DDIM ODE over the distillation
 // grid, from x_T, with distill's target guidance x0_c + w (x0_c - x0_u) at one fixed w: the point
 // x_t at every grid timestep and the trajectory's end z (x_s at s = 0, distill's target there).
-// Then, per grid timestep and per network f (the boundary-scaled consistency function of
-// pipeline/distill_model.cpp):
+// Then, per grid timestep and per network f (stages::consistency, the function distill trains):
 //   - flow-map error RMS(f(x_t, t) - z): what a perfect consistency student reaches (0), and what
 //     the LCM sampler needs at its timesteps;
 //   - consistency error RMS(f(x_t, t) - f(x_s, s)) with s one grid step below (at s = 0: x_s): what
@@ -44,6 +43,7 @@
 #include "io/hdf5_store.hpp"
 #include "models/encoders.hpp"
 #include "pipeline/distill_config.hpp"
+#include "pipeline/distill_model.hpp"
 #include "pipeline/prep_shards.hpp"
 #include "pipeline/teacher_fidelity.hpp"
 #include "pipeline/teacher_model.hpp"
@@ -164,11 +164,12 @@ int main(int argc, char** argv) try {
     text_real = text;
   }
 
+  stages::CdOptions co;  // distill's own consistency function, as the stage builds it
+  co.prediction = pred;
+  co.solver_steps = n;
+  co.timestep_scaling = dc.timestep_scaling;
   auto f = [&](const models::VideoUnet& net, const torch::Tensor& xt, int64_t t, const torch::Tensor& c) {
-    auto tt = ts(t);
-    auto x0 = schedule.predict_x0(net->forward(xt, tt, c), xt, tt, pred);
-    auto [c_skip, c_out] = diffusion::boundary_scalings(t, dc.timestep_scaling);
-    return c_skip * xt + c_out * x0;
+    return stages::consistency(net, schedule, co, xt, torch::full({xt.size(0)}, t, torch::kInt64), c);
   };
   // The next prompt's noise under this prompt's caption: the same t, another x_t.
   auto shifted = [&](const torch::Tensor& v) { return torch::roll(v, {1}, {0}); };

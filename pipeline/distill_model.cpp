@@ -38,7 +38,8 @@ namespace {
 // float32, or float64 when the input is (the golden comparison runs the whole step in float64).
 torch::Tensor wide(const torch::Tensor& x) { return x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32); }
 
-// The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(model(x, t, c)), float32.
+}  // namespace
+
 torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text) {
   auto out = wide(unet->forward(x, t, text));
@@ -46,8 +47,6 @@ torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseS
   auto [c_skip, c_out] = diffusion::boundary_scalings(t, o.timestep_scaling);
   return diffusion::per_sample(c_skip, x) * x + diffusion::per_sample(c_out, x) * x0;
 }
-
-}  // namespace
 
 CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           models::MotionRepresentation& motion, const torch::Tensor& x0_real, const torch::Tensor& text,

@@ -37,6 +37,11 @@ struct CdOptions {
   double huber_c = 0.001;
 };
 
+/// The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t, c)) with the
+/// boundary scalings at o.timestep_scaling; float32 (float64 when x is). t: [B] timesteps.
+torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+                          const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text);
+
 struct CdModels {
   models::VideoUnet student;  ///< the teacher's weights plus LoRA: trains
   models::VideoUnet teacher;  ///< frozen
