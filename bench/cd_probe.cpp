@@ -40,7 +40,6 @@
 #include "models/weights.hpp"
 #include "diffusion/solver.hpp"
 #include "dist/dist_context.hpp"
-#include "io/hdf5_store.hpp"
 #include "models/encoders.hpp"
 #include "pipeline/distill_config.hpp"
 #include "pipeline/distill_model.hpp"
@@ -115,19 +114,26 @@ int main(int argc, char** argv) try {
     return autoencoder->decode(v.permute({0, 2, 1, 3, 4}).reshape({B * F, C, v.size(3), v.size(4)})).clamp(-1, 1);
   };
   auto ts = [&](int64_t t) { return torch::full({N}, t, torch::kInt64); };
+  stages::CdOptions co;  // distill's own consistency function and target solver, as the stage builds them
+  co.prediction = pred;
+  co.solver_steps = n;
+  co.timestep_scaling = dc.timestep_scaling;
+  co.guidance_t_min = dc.guidance_t_min;
+  co.guidance_t_max = dc.guidance_t_max;
+  auto guided = [&](const torch::Tensor& xt, const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& un) {
+    return stages::guided_step(teacher, schedule, co, xt, t, (t - T / n).clamp_min(0), text, un,
+                               torch::full({xt.size(0)}, a.w, torch::kFloat32));
+  };
   // The guided ODE, top to bottom: xs[i] is the point at grid[i]; x0g[i] the guided one-step estimate there.
   std::vector<torch::Tensor> xs(grid.size()), x0g(grid.size());
   std::vector<double> gap_generated(grid.size());  // RMS(x0_c - x0_u) on the trajectory
   for (int64_t i = static_cast<int64_t>(grid.size()) - 1; i >= 0; --i) {
     const auto t = ts(grid[static_cast<size_t>(i)]);
     xs[static_cast<size_t>(i)] = x;
-    auto oc = teacher->forward(x, t, cond), ou = teacher->forward(x, t, uncond);
-    auto x0c = schedule.predict_x0(oc, x, t, pred), x0u = schedule.predict_x0(ou, x, t, pred);
-    auto ec = schedule.predict_eps(oc, x, t, pred), eu = schedule.predict_eps(ou, x, t, pred);
-    auto g0 = x0c + a.w * (x0c - x0u), ge = ec + a.w * (ec - eu);
-    x0g[static_cast<size_t>(i)] = g0;
-    gap_generated[static_cast<size_t>(i)] = rms(pix(x0c) - pix(x0u));
-    x = diffusion::ddim_solver_step(schedule, g0, ge, (t - T / n).clamp_min(0));
+    auto g = guided(x, t, cond, uncond);
+    x0g[static_cast<size_t>(i)] = g.x0_g;
+    gap_generated[static_cast<size_t>(i)] = rms(pix(g.x0_c) - pix(g.x0_u));
+    x = g.x_s;
   }
   const auto z = pix(x);  // the end: distill's target at s = 0
 
@@ -137,44 +143,32 @@ int main(int argc, char** argv) try {
   std::vector<torch::Tensor> xt_real(grid.size()), xs_real(grid.size());  // x_t and the guided step's x_s
   torch::Tensor text_real;
   {
-    io::LatentShardReader r(info.shards.front());
-    const int64_t m = std::min<int64_t>(static_cast<int64_t>(r.size()), N);
-    std::vector<torch::Tensor> clips, texts;
+    auto clips = stages::read_shard_clips(info.shards.front(), info.latent, info.text, N);
+    const auto& x0 = clips.latents;
+    const auto& text = clips.text;
+    const int64_t m = x0.size(0);
     std::vector<rng::Key> nk;
-    for (int64_t j = 0; j < m; ++j) {
-      auto l = r.latent(static_cast<hsize_t>(j));
-      clips.push_back(torch::from_blob(l.data(), info.latent, torch::kFloat16).to(torch::kFloat32).clone());
-      auto e = r.text_emb(static_cast<hsize_t>(j));
-      texts.push_back(torch::from_blob(e.data(), info.text, torch::kFloat16).to(torch::kFloat32).clone());
-      nk.push_back(rng::key(seed, "cd_probe", static_cast<uint64_t>(j), "real_noise"));
-    }
-    auto x0 = torch::stack(clips), text = torch::stack(texts);
+    for (int64_t j = 0; j < m; ++j) nk.push_back(rng::key(seed, "cd_probe", static_cast<uint64_t>(j), "real_noise"));
     auto eps = diffusion::randn_per_sample(nk, info.latent, torch::TensorOptions().dtype(torch::kFloat32));
     auto un = uncond.slice(0, 0, 1).expand({m, uncond.size(1), uncond.size(2)});
     for (size_t i = 0; i < grid.size(); ++i) {
       auto t = torch::full({m}, grid[i], torch::kInt64);
       auto xt = grid[i] == T - 1 ? eps : schedule.add_noise(x0, eps, t);
-      auto oc = teacher->forward(xt, t, text), ou = teacher->forward(xt, t, un);
-      auto c = schedule.predict_x0(oc, xt, t, pred), u = schedule.predict_x0(ou, xt, t, pred);
-      auto ec = schedule.predict_eps(oc, xt, t, pred), eu = schedule.predict_eps(ou, xt, t, pred);
-      gap.push_back({{"t", grid[i]}, {"generated", gap_generated[i]}, {"real", rms(pix(c) - pix(u))}});
+      auto g = guided(xt, t, text, un);
+      gap.push_back({{"t", grid[i]}, {"generated", gap_generated[i]}, {"real", rms(pix(g.x0_c) - pix(g.x0_u))}});
       xt_real[i] = xt;
-      xs_real[i] = diffusion::ddim_solver_step(schedule, c + a.w * (c - u), ec + a.w * (ec - eu), (t - T / n).clamp_min(0));
+      xs_real[i] = g.x_s;
     }
     text_real = text;
   }
 
-  stages::CdOptions co;  // distill's own consistency function, as the stage builds it
-  co.prediction = pred;
-  co.solver_steps = n;
-  co.timestep_scaling = dc.timestep_scaling;
   auto f = [&](const models::VideoUnet& net, const torch::Tensor& xt, int64_t t, const torch::Tensor& c) {
     return stages::consistency(net, schedule, co, xt, torch::full({xt.size(0)}, t, torch::kInt64), c);
   };
   // The next prompt's noise under this prompt's caption: the same t, another x_t.
   auto shifted = [&](const torch::Tensor& v) { return torch::roll(v, {1}, {0}); };
 
-  json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
+  json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"guidance_t_min", co.guidance_t_min}, {"guidance_t_max", co.guidance_t_max}, {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
            {"end_rms", rms(z)}, {"guidance_gap", gap}};
   // The untrained student's f per grid point: what each trained one moved from, and whether toward z.
   std::vector<torch::Tensor> base(grid.size());

@@ -11,6 +11,8 @@ void DistillSection::visit(config::FieldVisitor& v) {
   v("solver_steps", solver_steps);
   v("w_min", w_min);
   v("w_max", w_max);
+  v("guidance_t_min", guidance_t_min);
+  v("guidance_t_max", guidance_t_max);
   v("timestep_scaling", timestep_scaling);
   v("huber_c", huber_c);
   v("motion", motion);
@@ -47,6 +49,8 @@ void DistillSection::validate(const config::Config&) const {
   config::require_positive(solver_steps, "distill.solver_steps");
   require<ConfigError>(w_min >= 0 && w_max >= w_min, "distill.w_min = ", w_min, ", distill.w_max = ", w_max,
                        ": need 0 <= w_min <= w_max");
+  require<ConfigError>(guidance_t_min >= 0 && guidance_t_max >= guidance_t_min, "distill.guidance_t_min = ", guidance_t_min,
+                       ", distill.guidance_t_max = ", guidance_t_max, ": need 0 <= guidance_t_min <= guidance_t_max");
   require<ConfigError>(timestep_scaling > 0, "distill.timestep_scaling = ", timestep_scaling, ": must be > 0");
   require<ConfigError>(huber_c > 0, "distill.huber_c = ", huber_c, ": must be > 0");
   config::require_one_of(motion, "distill.motion", {"learn", "raw", "diff", "freq"});

@@ -17,6 +17,12 @@ struct DistillSection {
   int64_t solver_steps = 50;       ///< the DDIM solver grid: tau_i = (T / n)(i + 1) - 1
   double w_min = 5.0;              ///< guidance w ~ U[w_min, w_max] per sample; the teacher target is
   double w_max = 15.0;             ///< x0_c + w (x0_c - x0_u) (LCM's convention: CFG scale w + 1)
+  /// Guidance interval (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval improves
+  /// sample and distribution quality"): the teacher's target is guided only where guidance_t_min <= t
+  /// <= guidance_t_max (t the step's start, in the teacher's training timesteps), and conditional
+  /// (w = 0) elsewhere. Not part of MCM: the default range holds every t, which is MCM's target.
+  int64_t guidance_t_min = 0;
+  int64_t guidance_t_max = 1000;
   double timestep_scaling = 4.0;   ///< boundary-condition scaling of t (MCM: 4; diffusers' LCM: 10)
   double huber_c = 0.001;          ///< pseudo-Huber constant c: sqrt(d^2 + c^2) - c
   /// The motion representation M of the consistency loss: "learn" (residual 1x1-conv head, MCM's

@@ -48,6 +48,25 @@ torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseS
   return diffusion::per_sample(c_skip, x) * x + diffusion::per_sample(c_out, x) * x0;
 }
 
+GuidedStep guided_step(const models::VideoUnet& teacher, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+                       const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& s, const torch::Tensor& text,
+                       const torch::Tensor& uncond, const torch::Tensor& w) {
+  auto out_c = wide(teacher->forward(x_t, t, text));
+  auto out_u = wide(teacher->forward(x_t, t, uncond));
+  // Outside the guidance interval w is 0 (the conditional target); inside, the drawn w unchanged.
+  auto inside = (t >= o.guidance_t_min).logical_and(t <= o.guidance_t_max);
+  auto wt = w.to(x_t.scalar_type());
+  auto wg = diffusion::per_sample(torch::where(inside.to(wt.device()), wt, torch::zeros_like(wt)), x_t);
+  GuidedStep r;
+  r.x0_c = schedule.predict_x0(out_c, x_t, t, o.prediction);
+  r.x0_u = schedule.predict_x0(out_u, x_t, t, o.prediction);
+  auto eps_c = schedule.predict_eps(out_c, x_t, t, o.prediction), eps_u = schedule.predict_eps(out_u, x_t, t, o.prediction);
+  r.x0_g = r.x0_c + wg * (r.x0_c - r.x0_u);
+  auto eps_g = eps_c + wg * (eps_c - eps_u);
+  r.x_s = diffusion::ddim_solver_step(schedule, r.x0_g, eps_g, s);
+  return r;
+}
+
 CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           models::MotionRepresentation& motion, const torch::Tensor& x0_real, const torch::Tensor& text,
                           const torch::Tensor& uncond, const CdDraws& draws) {
@@ -82,15 +101,9 @@ CdOutput consistency_loss(CdModels& m, const diffusion::NoiseSchedule& schedule,
   torch::Tensor target;
   {
     torch::NoGradGuard ng;
-    auto out_c = wide(m.teacher->forward(x_t, t, text));
-    auto out_u = wide(m.teacher->forward(x_t, t, uncond.expand({B, uncond.size(1), uncond.size(2)})));
-    auto w = diffusion::per_sample(draws.w.to(x0.scalar_type()), x0);
-    auto x0_c = schedule.predict_x0(out_c, x_t, t, o.prediction), x0_u = schedule.predict_x0(out_u, x_t, t, o.prediction);
-    auto eps_c = schedule.predict_eps(out_c, x_t, t, o.prediction), eps_u = schedule.predict_eps(out_u, x_t, t, o.prediction);
-    auto x0_g = x0_c + w * (x0_c - x0_u);
-    auto eps_g = eps_c + w * (eps_c - eps_u);
-    auto x_s = diffusion::ddim_solver_step(schedule, x0_g, eps_g, s);
-    target = consistency(m.student, schedule, o, x_s, s, text);
+    auto step = guided_step(m.teacher, schedule, o, x_t, t, s, text, uncond.expand({B, uncond.size(1), uncond.size(2)}),
+                            draws.w);
+    target = consistency(m.student, schedule, o, step.x_s, s, text);
   }
 
   const bool learn = motion.options().kind == models::MotionKind::learn;

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <limits>
 #include <vector>
 
 #include "diffusion/schedule.hpp"
@@ -35,12 +36,27 @@ struct CdOptions {
   int64_t solver_steps = 50;
   double timestep_scaling = 4.0;
   double huber_c = 0.001;
+  int64_t guidance_t_min = 0;  ///< the target is guided where guidance_t_min <= t <= guidance_t_max (DistillSection)
+  int64_t guidance_t_max = std::numeric_limits<int64_t>::max();
 };
 
 /// The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t, c)) with the
 /// boundary scalings at o.timestep_scaling; float32 (float64 when x is). t: [B] timesteps.
 torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text);
+
+/// The teacher's guided DDIM step t -> s, distill's target solver: its conditional and unconditional
+/// passes at x_t, x0 and eps each guided as c + w (c - u) with w [B] set to 0 where t is outside
+/// [o.guidance_t_min, o.guidance_t_max], then ddim_solver_step to s. `text`, `uncond`: [B, L, D].
+/// Float32 (float64 when x_t is); call under NoGradGuard.
+struct GuidedStep {
+  torch::Tensor x0_c, x0_u;  ///< the two passes' clean estimates
+  torch::Tensor x0_g;        ///< the guided one
+  torch::Tensor x_s;         ///< the solver's point at s
+};
+GuidedStep guided_step(const models::VideoUnet& teacher, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
+                       const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& s, const torch::Tensor& text,
+                       const torch::Tensor& uncond, const torch::Tensor& w);
 
 struct CdModels {
   models::VideoUnet student;  ///< the teacher's weights plus LoRA: trains

@@ -179,22 +179,11 @@ int run_teacher(const config::Config& cfg, const dist::DistContext& ctx) {
     auto prompts = held_out_prompts(tc.eval_prompts, seed, info.captions);
     fidelity["samples"] = teacher_fidelity(unet, *autoencoder, *text_encoder, schedule, prompts, fo, ctx, device);
     if (ctx.is_root()) {
-      io::LatentShardReader r(info.shards.front());
-      const int64_t n = std::min<int64_t>(static_cast<int64_t>(r.size()), 64);
-      std::vector<torch::Tensor> clips, texts;
-      auto caps = r.strings("caption");
-      for (int64_t i = 0; i < n; ++i) {
-        auto half = r.latent(static_cast<hsize_t>(i));
-        clips.push_back(torch::from_blob(half.data(), info.latent, torch::kFloat16).to(torch::kFloat32).clone());
-        auto th = r.text_emb(static_cast<hsize_t>(i));
-        texts.push_back(torch::from_blob(th.data(), info.text, torch::kFloat16).to(torch::kFloat32).clone());
-      }
-      auto latents = torch::stack(clips);
-      fidelity["analyser_on_training_clips"] =
-          analyser_on_data(*autoencoder, latents, std::vector<std::string>(caps.begin(), caps.begin() + n));
-      const auto few = std::min<int64_t>(n, 16);
+      auto clips = read_shard_clips(info.shards.front(), info.latent, info.text, 64);
+      fidelity["analyser_on_training_clips"] = analyser_on_data(*autoencoder, clips.latents, clips.captions);
+      const auto few = std::min<int64_t>(clips.latents.size(0), 16);
       fidelity["denoising_residual"] =
-          denoising_residual(unet, schedule, latents.slice(0, 0, few), torch::stack(texts).slice(0, 0, few),
+          denoising_residual(unet, schedule, clips.latents.slice(0, 0, few), clips.text.slice(0, 0, few),
                              diffusion::parse_prediction(tc.prediction), seed, {19, 99, 299, 599}, device);
       fs::write_atomic(fidelity_file, fidelity.dump(1) + "\n");
       stage.record_output(fidelity_file, {{"kind", "fidelity"}, {"input", input}});

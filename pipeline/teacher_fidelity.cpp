@@ -6,6 +6,7 @@
 #include "diffusion/noise.hpp"
 #include "diffusion/samplers.hpp"
 #include "eval/caption_fidelity.hpp"
+#include "io/hdf5_store.hpp"
 #include "world/synth_world.hpp"
 
 namespace mcm::stages {
@@ -180,6 +181,25 @@ json denoising_residual(const models::VideoUnet& unet, const diffusion::NoiseSch
     auto err = (schedule.predict_x0(pred, xt, tt, prediction) - x0).pow(2).mean().item<double>();
     out[std::to_string(t)] = err / (1.0 - schedule.abar(t).item<double>());
   }
+  return out;
+}
+
+ShardClips read_shard_clips(const std::filesystem::path& shard, const std::vector<int64_t>& latent_shape,
+                            const std::vector<int64_t>& text_shape, int64_t n) {
+  io::LatentShardReader r(shard);
+  n = std::min<int64_t>(static_cast<int64_t>(r.size()), n);
+  std::vector<torch::Tensor> clips, texts;
+  for (int64_t i = 0; i < n; ++i) {
+    auto half = r.latent(static_cast<hsize_t>(i));
+    clips.push_back(torch::from_blob(half.data(), latent_shape, torch::kFloat16).to(torch::kFloat32).clone());
+    auto th = r.text_emb(static_cast<hsize_t>(i));
+    texts.push_back(torch::from_blob(th.data(), text_shape, torch::kFloat16).to(torch::kFloat32).clone());
+  }
+  auto caps = r.strings("caption");
+  ShardClips out;
+  out.latents = torch::stack(clips);
+  out.text = torch::stack(texts);
+  out.captions.assign(caps.begin(), caps.begin() + n);
   return out;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -88,6 +89,17 @@ nlohmann::json teacher_fidelity(const models::VideoUnet& unet, models::FrameAuto
 nlohmann::json denoising_residual(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const torch::Tensor& latents,
                                   const torch::Tensor& text, diffusion::Prediction prediction, uint64_t seed,
                                   const std::vector<int64_t>& timesteps, torch::Device device);
+
+/// The first n clips of a latent shard (n capped at its size), float32 on the CPU: the training
+/// data the fidelity checks and bench/cd_probe measure against. `latent_shape` [C, T, H, W] and
+/// `text_shape` [L, D] are the shard's per-sample shapes (ShardInfo).
+struct ShardClips {
+  torch::Tensor latents;              ///< [n, C, T, H, W]
+  torch::Tensor text;                 ///< [n, L, D]: the captions' embeddings
+  std::vector<std::string> captions;  ///< n
+};
+ShardClips read_shard_clips(const std::filesystem::path& shard, const std::vector<int64_t>& latent_shape,
+                            const std::vector<int64_t>& text_shape, int64_t n);
 
 /// The analyser's accuracy on real clips: decoded latents [N, C, T, H, W] with their captions.
 nlohmann::json analyser_on_data(models::FrameAutoencoder& ae, const torch::Tensor& latents,

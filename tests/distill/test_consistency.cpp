@@ -314,3 +314,39 @@ TEST(CdDraws, DependOnlyOnTheSampleIds) {
   EXPECT_EQ(many.index.max().item<int64_t>(), d.solver_steps - 1);
   EXPECT_NEAR(many.mixed.to(torch::kFloat64).mean().item<double>(), 0.5, 0.05);
 }
+
+// The guidance interval: outside [guidance_t_min, guidance_t_max] the target solver is the
+// conditional one (w = 0), inside it is the guided step unchanged; per sample, by its own t.
+TEST(GuidedStep, IsConditionalOutsideTheGuidanceInterval) {
+  torch::set_num_threads(1);
+  torch::NoGradGuard ng;
+  auto g = models::read_tensors(golden() / "eps_raw_real_f64.safetensors");
+  auto teacher = models::load_video_unet(golden() / "teacher", torch::kFloat64);
+  diffusion::NoiseSchedule schedule{diffusion::ScheduleOptions{}};
+  const auto& x0 = g.at("latents");
+  const int64_t B = x0.size(0);
+  ASSERT_GE(B, 2);
+  auto t = torch::full({B}, 500, torch::kInt64);
+  t[0] = 100;  // sample 0 below the interval, the others inside it
+  auto s = t - 20;
+  auto x_t = schedule.add_noise(x0, g.at("noise"), t);
+  const auto& text = g.at("text");
+  auto uncond = g.at("uncond").expand({B, text.size(1), text.size(2)});
+  auto w = torch::full({B}, 7.0, torch::kFloat32);
+  stages::CdOptions all, interval;
+  interval.guidance_t_min = 200;
+  interval.guidance_t_max = 800;
+  auto full = stages::guided_step(teacher, schedule, all, x_t, t, s, text, uncond, w);
+  auto cut = stages::guided_step(teacher, schedule, interval, x_t, t, s, text, uncond, w);
+  auto cond = stages::guided_step(teacher, schedule, all, x_t, t, s, text, uncond, torch::zeros({B}));
+  EXPECT_TRUE(torch::equal(cut.x_s[0], cond.x_s[0]));
+  EXPECT_TRUE(torch::equal(cut.x0_g[0], cond.x0_c[0]));
+  EXPECT_TRUE(torch::equal(cut.x_s.slice(0, 1), full.x_s.slice(0, 1)));
+  // The guidance moves the step: the two differ where it acts.
+  EXPECT_GT((full.x_s[0] - cond.x_s[0]).abs().max().item<double>(), 1e-6);
+  // x0_g is c + w (c - u) with the two passes it returns.
+  EXPECT_LT((full.x0_g - (full.x0_c + 7.0 * (full.x0_c - full.x0_u))).abs().max().item<double>(), 1e-12);
+  interval.guidance_t_max = 400;  // now every sample is outside
+  auto none = stages::guided_step(teacher, schedule, interval, x_t, t, s, text, uncond, w);
+  EXPECT_TRUE(torch::equal(none.x_s, cond.x_s));
+}

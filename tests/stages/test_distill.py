@@ -306,6 +306,15 @@ class Distill(unittest.TestCase):
             self.assertTrue(all(r["dependence"] > 0 and r["train_consistency"] > 0 for r in rows))
         self.assertEqual([g["t"] for g in probe["guidance_gap"]], list(range(19, 1000, 20)))
         self.assertTrue(all(g["generated"] > 0 and g["real"] > 0 for g in probe["guidance_gap"]))
+        # A checkpoint whose adapters do not fit the configured LoRA is named, with the key to check.
+        bad = [cmd[0], "--config", TINY, "--set", f"run.dir={trained}", "--checkpoint", ckpts[-1], "--prompts", "1",
+               "--threads", "1"]
+        for s in SMALL + TEACHER_FAST + FAST + ["distill.lora_rank=3"]:
+            bad += ["--set", s]
+        p = subprocess.run(bad, capture_output=True, text=True, timeout=600)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn(os.path.join(ckpts[-1], "model.safetensors"), p.stderr)
+        self.assertIn("distill.lora_rank = 3", p.stderr)
 
     def test_dinov2_backbone_trains(self):
         # MCM's own backbone: a transformers Dinov2Model folder (tiny and random here; facebook/
