@@ -22,7 +22,9 @@
 // adapters at step N, to follow a run over its training).
 //   build/bench/cd_probe --config configs/tiny.toml [--config OVERLAY] [--set k=v] [--student DIR]... [--checkpoint DIR]...
 //                        [--prompts 32] [--w 10] [--threads 2] [--json FILE]
-// Errors are RMS over the decoded frames clamped to [-1, 1], what the samples show.
+// Errors are RMS over the decoded frames clamped to [-1, 1], what the samples show. The ODE's end
+// clips are also scored by the caption-fidelity analyser (end_fidelity): the target's own quality.
+// The guided step is distill's (stages::guided_step), with its guidance interval from the config.
 #include <torch/torch.h>
 
 #include <cmath>
@@ -169,7 +171,9 @@ int main(int argc, char** argv) try {
   auto shifted = [&](const torch::Tensor& v) { return torch::roll(v, {1}, {0}); };
 
   json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"guidance_t_min", co.guidance_t_min}, {"guidance_t_max", co.guidance_t_max}, {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
-           {"end_rms", rms(z)}, {"guidance_gap", gap}};
+           {"end_rms", rms(z)}, {"guidance_gap", gap},
+           // What the student is asked to reproduce: the analyser's scores of the ODE's end clips.
+           {"end_fidelity", stages::analyser_on_data(*autoencoder, x, prompts)}};
   // The untrained student's f per grid point: what each trained one moved from, and whether toward z.
   std::vector<torch::Tensor> base(grid.size());
   auto probe = [&](const std::string& name, const models::VideoUnet& net, bool is_base) {
@@ -234,6 +238,7 @@ int main(int argc, char** argv) try {
   if (ctx.is_root()) {
     std::printf("cd_probe: %lld prompts, guidance w = %g (CFG %g), grid of %lld; RMS of the ODE's end %.4f (decoded, clamped)\n",
                 static_cast<long long>(N), a.w, a.w + 1, static_cast<long long>(n), out["end_rms"].get<double>());
+    std::printf("the ODE's end, caption fidelity (the target's own score): %s\n", out["end_fidelity"]["accuracy"].dump().c_str());
     std::printf("flow-map error RMS(f(x_t,t) - z) [consistency error to the next grid point] {dependence on x_t}\n");
     std::printf("%6s", "t");
     for (auto& [name, rows] : out["networks"].items()) std::printf(" | %-30.30s", name.c_str());

@@ -306,6 +306,8 @@ class Distill(unittest.TestCase):
             self.assertTrue(all(r["dependence"] > 0 and r["train_consistency"] > 0 for r in rows))
         self.assertEqual([g["t"] for g in probe["guidance_gap"]], list(range(19, 1000, 20)))
         self.assertTrue(all(g["generated"] > 0 and g["real"] > 0 for g in probe["guidance_gap"]))
+        self.assertEqual(set(probe["end_fidelity"]["accuracy"]), {"colour", "shape", "direction", "all"})
+        self.assertEqual(probe["end_fidelity"]["clips"], 3, probe["end_fidelity"])
         # A checkpoint whose adapters do not fit the configured LoRA is named, with the key to check.
         bad = [cmd[0], "--config", TINY, "--set", f"run.dir={trained}", "--checkpoint", ckpts[-1], "--prompts", "1",
                "--threads", "1"]
