@@ -116,12 +116,7 @@ int main(int argc, char** argv) try {
     return autoencoder->decode(v.permute({0, 2, 1, 3, 4}).reshape({B * F, C, v.size(3), v.size(4)})).clamp(-1, 1);
   };
   auto ts = [&](int64_t t) { return torch::full({N}, t, torch::kInt64); };
-  stages::CdOptions co;  // distill's own consistency function and target solver, as the stage builds them
-  co.prediction = pred;
-  co.solver_steps = n;
-  co.timestep_scaling = dc.timestep_scaling;
-  co.guidance_t_min = dc.guidance_t_min;
-  co.guidance_t_max = dc.guidance_t_max;
+  const auto co = stages::cd_options(dc, pred);  // distill's consistency function and target solver
   auto guided = [&](const torch::Tensor& xt, const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& un) {
     return stages::guided_step(teacher, schedule, co, xt, t, (t - T / n).clamp_min(0), text, un,
                                torch::full({xt.size(0)}, a.w, torch::kFloat32));
@@ -170,7 +165,8 @@ int main(int argc, char** argv) try {
   // The next prompt's noise under this prompt's caption: the same t, another x_t.
   auto shifted = [&](const torch::Tensor& v) { return torch::roll(v, {1}, {0}); };
 
-  json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"guidance_t_min", co.guidance_t_min}, {"guidance_t_max", co.guidance_t_max}, {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
+  json out{{"w", a.w}, {"cfg_scale", a.w + 1}, {"guidance_t_min", co.guidance_t_min}, {"guidance_t_max", co.guidance_t_max},
+           {"prompts", N}, {"solver_steps", n}, {"teacher", src.unet.string()},
            {"end_rms", rms(z)}, {"guidance_gap", gap},
            // What the student is asked to reproduce: the analyser's scores of the ODE's end clips.
            {"end_fidelity", stages::analyser_on_data(*autoencoder, x, prompts)}};

@@ -191,13 +191,7 @@ int run_distill(const config::Config& cfg, const dist::DistContext& ctx) {
   train::configure_torch(engine, seed, "distill", ctx.rank(), device);
 
   diffusion::NoiseSchedule schedule(teacher_src.schedule);
-  CdOptions co;
-  co.prediction = teacher_src.prediction;
-  co.solver_steps = dc.solver_steps;
-  co.timestep_scaling = dc.timestep_scaling;
-  co.huber_c = dc.huber_c;
-  co.guidance_t_min = dc.guidance_t_min;
-  co.guidance_t_max = dc.guidance_t_max;
+  const auto co = cd_options(dc, teacher_src.prediction);
   require<ConfigError>(schedule.num_train_timesteps() % dc.solver_steps == 0, "distill.solver_steps = ", dc.solver_steps,
                        " does not divide the teacher's ", schedule.num_train_timesteps(), " training timesteps");
 

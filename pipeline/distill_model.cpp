@@ -40,6 +40,17 @@ torch::Tensor wide(const torch::Tensor& x) { return x.scalar_type() == torch::kF
 
 }  // namespace
 
+CdOptions cd_options(const DistillSection& d, diffusion::Prediction prediction) {
+  CdOptions o;
+  o.prediction = prediction;
+  o.solver_steps = d.solver_steps;
+  o.timestep_scaling = d.timestep_scaling;
+  o.huber_c = d.huber_c;
+  o.guidance_t_min = d.guidance_t_min;
+  o.guidance_t_max = d.guidance_t_max;
+  return o;
+}
+
 torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
                           const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text) {
   auto out = wide(unet->forward(x, t, text));

@@ -40,6 +40,10 @@ struct CdOptions {
   int64_t guidance_t_max = std::numeric_limits<int64_t>::max();
 };
 
+/// The step's options from [distill] and the teacher's output type: what the stage trains with, and
+/// what bench/cd_probe measures.
+CdOptions cd_options(const DistillSection& d, diffusion::Prediction prediction);
+
 /// The consistency function f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t, c)) with the
 /// boundary scalings at o.timestep_scaling; float32 (float64 when x is). t: [B] timesteps.
 torch::Tensor consistency(const models::VideoUnet& unet, const diffusion::NoiseSchedule& schedule, const CdOptions& o,
