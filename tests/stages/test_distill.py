@@ -345,6 +345,8 @@ class Distill(unittest.TestCase):
         for sets, msg in [(["distill.motion=flow"], "distill.motion"),
                           (["distill.freq_band=mid"], "distill.freq_band"),
                           (["distill.w_min=9", "distill.w_max=3"], "distill.w_min = 9"),
+                          (["distill.guidance_t_min=500", "distill.guidance_t_max=100"],
+                           "distill.guidance_t_min = 500, distill.guidance_t_max = 100"),
                           (["distill.motion_hidden=10", "distill.motion_groups=4"], "distill.motion_hidden = 10"),
                           (["distill.mixed_prob=1.5"], "distill.mixed_prob = 1.5"),
                           (["distill.solver_steps=3"], "distill.solver_steps = 3 does not divide"),
